@@ -1,0 +1,211 @@
+"""Shared types of every compressor: what goes in, what comes out, and the backbone hooks a method may call.
+
+Shape letters, the same everywhere in this project:
+    T frames, G groups (Qwen3-VL: 2 consecutive frames per group), P tokens per group (h*w merged grid),
+    D hidden size, K kept tokens, S segments, L DeepStack levels.
+
+A compressor never imports ``model_zoo`` (and the reverse): the encoded video and the backbone's hooks reach
+it as the small Protocols declared here, and what it returns is plain tensors that any engine can consume.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol, runtime_checkable
+
+import torch
+
+#: Per-layer keep rule used during prefill (XComp's LP-Comp). Called after 0-based decoder layer ``layer``
+#: with ``alive`` = the original indices (into the concatenation of all visual segments' tokens, in order)
+#: of the visual tokens still in the sequence; returns a bool mask over ``alive`` of those to keep. Text
+#: tokens are never dropped. Returning ``None`` keeps everything.
+KeepRule = Callable[[int, torch.Tensor], "torch.Tensor | None"]
+
+
+class CompressionError(ValueError):
+    """A compressor was given inputs it cannot work with (the message says what and what is valid)."""
+
+
+@runtime_checkable
+class EncodedVideo(Protocol):
+    """The backbone's visual tokens for one video, encoded once and shared by every method.
+
+    ``model_zoo``'s ``VisualTokens`` satisfies this structurally.
+    """
+
+    embeds: torch.Tensor  # [G, P, D] merger output, row-major over the (h, w) merged grid
+    deepstack: list[torch.Tensor]  # L x [G, P, D], aligned token for token with ``embeds``
+    grid: tuple[int, int]  # (h, w) merged grid of every group; P == h * w
+    group_times: torch.Tensor  # [G] seconds: mean of the group's frame timestamps
+    frames_per_group: int  # 2 on Qwen3-VL
+
+
+@dataclass(frozen=True)
+class SegmentSpan:
+    """One temporal segment: ``frames`` index the sampled frames, ``groups`` the encoded groups."""
+
+    index: int
+    frames: range
+    groups: range
+    start: float
+    end: float
+    centre: float
+    padded: int = 0  # frames of padding (repeats of the last real frame) at the end
+
+
+@dataclass
+class VisualSegment:
+    """One block of visual tokens handed to the answering LLM, optionally preceded by a text.
+
+    ``positions`` are *local* (t, h, w) integers >= 0 inside the block; the engine offsets the block like
+    Qwen3-VL offsets one image: token (t, h, w) of a block starting at text position p sits at
+    (p + t, p + h, p + w), and the text after the block continues at p + max(positions) + 1.
+    """
+
+    text: str | None  # e.g. "<12.5 seconds>", placed before the block; None for no text
+    embeds: torch.Tensor  # [K, D]
+    positions: torch.Tensor  # [K, 3] long, local (t, h, w)
+    deepstack: list[torch.Tensor] = field(default_factory=list)  # L x [K, D]
+
+    def __post_init__(self) -> None:
+        k = self.embeds.shape[0]
+        if self.embeds.ndim != 2 or k == 0:
+            raise CompressionError(f"a visual segment needs embeds [K>0, D], got {tuple(self.embeds.shape)}")
+        if tuple(self.positions.shape) != (k, 3):
+            raise CompressionError(f"positions must be [{k}, 3], got {tuple(self.positions.shape)}")
+        if self.positions.dtype != torch.long or bool((self.positions < 0).any()):
+            raise CompressionError("positions must be non-negative long integers")
+        for level in self.deepstack:
+            if level.shape != self.embeds.shape:
+                raise CompressionError(
+                    f"DeepStack features must match embeds {tuple(self.embeds.shape)}, got {tuple(level.shape)}"
+                )
+
+    @property
+    def num_tokens(self) -> int:
+        return int(self.embeds.shape[0])
+
+
+@dataclass
+class CompressionResult:
+    """What one method hands to the answering LLM, plus everything the UI and run card report."""
+
+    method: str
+    segments: list[VisualSegment]  # in temporal order
+    kept_frames: list[int]  # indices into the sampled frames, ascending, padding excluded
+    raw_tokens: int  # visual tokens of all sampled frames, uncompressed
+    segment_scores: list[float] | None = None  # per SegmentSpan, where the method scores segments
+    segment_tokens: list[int] | None = None  # tokens given to each SegmentSpan into the LLM
+    keep: KeepRule | None = None  # per-layer rule for prefill (LP-Comp), else None
+    extra: dict = field(default_factory=dict)  # method-specific accounting (JSON-serialisable)
+
+    @property
+    def llm_tokens(self) -> int:
+        """Visual tokens the LLM receives at its input (timestamp text not counted)."""
+        return sum(s.num_tokens for s in self.segments)
+
+
+@runtime_checkable
+class BackboneHooks(Protocol):
+    """What a compressor may ask of the backbone; implemented by ``model_zoo``'s backbone adapter."""
+
+    num_layers: int  # decoder layers of the answering LLM
+
+    def clip_attention(
+        self, clips: Sequence[Sequence[VisualSegment]], question: str, layers: Sequence[int]
+    ) -> torch.Tensor:
+        """Attention from the question to each clip, in one fresh sequence with local positions.
+
+        The sequence is [chat prefix, every clip's segments in order, question text]. Returns
+        ``[len(layers), len(clips)]``: per chosen 0-based layer, the attention weight from the question's
+        rows to each clip's visual tokens, averaged over heads, question rows and the clip's tokens.
+        Full attention maps are never materialised.
+        """
+        ...
+
+    def next_token_logits(
+        self,
+        prompts: Sequence[Sequence[VisualSegment]],
+        *,
+        system: str,
+        user_text: str,
+        words: Sequence[str],
+    ) -> torch.Tensor:
+        """Logits of ``words`` (each a single token) at the last prompt position, batched over prompts.
+
+        Prompt b is the chat [system, user: prompts[b]'s segments then ``user_text``, generation prompt].
+        Returns ``[len(prompts), len(words)]`` in float32.
+        """
+        ...
+
+
+class Compressor(Protocol):
+    """Every method: ``name`` in the registry, options as keyword-only constructor arguments."""
+
+    name: str
+    label: str  # shown in the UI column header
+
+    def compress(
+        self,
+        video: EncodedVideo,
+        segments: Sequence[SegmentSpan],
+        question: str,
+        *,
+        budget: int,
+        hooks: BackboneHooks,
+    ) -> CompressionResult: ...
+
+    def options(self) -> dict:
+        """The method's settings, for the run card."""
+        ...
+
+
+def timestamp_text(seconds: float) -> str:
+    """Qwen3-VL's and Tempo's time marker: ``<12.5 seconds>`` (one decimal)."""
+    return f"<{seconds:.1f} seconds>"
+
+
+def raw_token_count(video: EncodedVideo) -> int:
+    """Visual tokens of the whole video uncompressed (G * P)."""
+    return int(video.embeds.shape[0] * video.embeds.shape[1])
+
+
+def grid_positions(h: int, w: int, t: int = 0) -> torch.Tensor:
+    """Local (t, row, col) positions of an h x w grid, row-major: ``[h*w, 3]`` long."""
+    rows, cols = torch.meshgrid(torch.arange(h), torch.arange(w), indexing="ij")
+    return torch.stack([torch.full_like(rows, t), rows, cols], dim=-1).reshape(-1, 3)
+
+
+def group_segment(video: EncodedVideo, g: int) -> VisualSegment:
+    """Group ``g`` exactly as the stock model sees it: its timestamp, then its full grid as one block."""
+    h, w = video.grid
+    return VisualSegment(
+        text=timestamp_text(float(video.group_times[g])),
+        embeds=video.embeds[g],
+        positions=grid_positions(h, w),
+        deepstack=[level[g] for level in video.deepstack],
+    )
+
+
+def frames_of_groups(video: EncodedVideo, groups: Sequence[int], segments: Sequence[SegmentSpan]) -> list[int]:
+    """Sampled-frame indices covered by ``groups``, padding frames excluded, ascending."""
+    real = {f for s in segments for f in s.frames[: len(s.frames) - s.padded]}
+    fpg = video.frames_per_group
+    return sorted({g * fpg + i for g in groups for i in range(fpg)} & real)
+
+
+def passthrough(method: str, video: EncodedVideo, segments: Sequence[SegmentSpan]) -> CompressionResult:
+    """The uncompressed video, laid out as the stock model lays it out (every group its own block).
+
+    Every method returns this when the budget covers the raw tokens: a budget larger than the input
+    changes nothing, so the answer then equals the stock model's.
+    """
+    groups = range(video.embeds.shape[0])
+    return CompressionResult(
+        method=method,
+        segments=[group_segment(video, g) for g in groups],
+        kept_frames=frames_of_groups(video, groups, segments),
+        raw_tokens=raw_token_count(video),
+        segment_tokens=[len(s.groups) * video.embeds.shape[1] for s in segments],
+    )
