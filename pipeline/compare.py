@@ -1,0 +1,391 @@
+"""One comparison: a video and a question in, one answer and one token account per method out.
+
+The shared work (fetch, probe, sample, segment, encode) happens once per request and is cached across
+follow-up questions; then every method compresses the same encoded video under the same budget and the same
+backbone answers from the compressed tokens. The UI and the CLI both drive ``compare``; the GPU part
+(``run_methods``) is a separate generator so the app can wrap it in ZeroGPU's ``@spaces.GPU``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import gc
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+import compressors
+import media
+import model_zoo
+from compressors.base import SegmentSpan
+from pipeline.cache import ByteLRU
+from pipeline.settings import Settings, parse_methods
+
+MB = 1 << 20
+
+#: Frames shared by every method and by follow-up questions, keyed by (fingerprint, sampling settings).
+FRAME_CACHE = ByteLRU(int(os.environ.get("ARENA_FRAME_CACHE_MB", "1024")) * MB)
+#: Encoded visual tokens (CPU), keyed by (fingerprint, sampling settings, backbone).
+TOKEN_CACHE = ByteLRU(int(os.environ.get("ARENA_TOKEN_CACHE_MB", "1024")) * MB)
+
+
+class QuestionError(ValueError):
+    """The question is empty or too long (the message says what to do)."""
+
+
+MAX_QUESTION_CHARS = 2000
+
+
+# --- events -------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Progress:
+    stage: str  # fetch, probe, sample, encode, compress, answer, done
+    fraction: float  # 0..1 of the whole request
+    message: str
+
+
+@dataclass
+class AnswerDelta:
+    method: str
+    text: str  # the answer so far
+
+
+@dataclass
+class MethodReport:
+    """Everything one column shows and the run card stores for one method."""
+
+    method: str
+    label: str
+    answer: str = ""
+    error: str | None = None
+    tokens: dict = field(default_factory=dict)  # raw, llm_input, per_frame, ratio (+ last_layer for XComp)
+    kept: list[int] = field(default_factory=list)  # positions in the sampled frames
+    kept_frames: list[dict] = field(default_factory=list)  # {index (source frame), timestamp}
+    segments: list[dict] = field(default_factory=list)  # {start, end, score, tokens}
+    timings: dict = field(default_factory=dict)  # seconds: compress, answer, prefill, decode
+    memory: dict = field(default_factory=dict)  # MB
+    extra: dict = field(default_factory=dict)
+
+
+@dataclass
+class MethodDone:
+    report: MethodReport
+
+
+@dataclass
+class Encoded:
+    timings: dict  # seconds spent on the work shared by every method (encode)
+
+
+@dataclass
+class Finished:
+    prepared: PreparedVideo
+    reports: dict[str, MethodReport]  # in column order
+    shared_timings: dict  # fetch, decode, encode
+
+
+Event = Progress | Encoded | AnswerDelta | MethodDone | Finished
+
+
+# --- shared work ----------------------------------------------------------------------------------------
+
+
+@dataclass
+class PreparedVideo:
+    """The sampled video every method sees (CPU data only: it crosses ZeroGPU's process boundary)."""
+
+    path: Path
+    url: str | None
+    info: media.VideoInfo
+    fingerprint: str
+    frames: media.Frames  # padded to a multiple of segment_frames
+    segments: list[media.Segment]
+    real_frames: int
+    timings: dict = field(default_factory=dict)
+
+    @property
+    def spans(self) -> list[SegmentSpan]:
+        fpg = 2  # Qwen3-VL groups 2 frames; segment_frames is even (Settings checks)
+        return [
+            SegmentSpan(
+                index=s.index,
+                frames=s.frames,
+                groups=range(s.frames.start // fpg, s.frames.stop // fpg),
+                start=s.start,
+                end=s.end,
+                centre=s.centre,
+                padded=s.padded,
+            )
+            for s in self.segments
+        ]
+
+    def frame_ref(self, position: int) -> dict:
+        return {
+            "index": int(self.frames.indices[position]),
+            "timestamp": round(float(self.frames.timestamps[position]), 3),
+        }
+
+
+def is_url(source: str | os.PathLike) -> bool:
+    return isinstance(source, str) and "://" in source
+
+
+def check_question(question: str) -> str:
+    question = (question or "").strip()
+    if not question:
+        raise QuestionError("Type a question about the video first.")
+    if len(question) > MAX_QUESTION_CHARS:
+        raise QuestionError(f"Shorten the question to at most {MAX_QUESTION_CHARS} characters.")
+    return question
+
+
+def prepare(
+    source: str | os.PathLike,
+    settings: Settings,
+    *,
+    limits: media.Limits | None = None,
+    allow_private: bool = False,
+    workdir: str | os.PathLike | None = None,
+) -> Iterator[Progress | PreparedVideo]:
+    """Fetch (URLs), probe, fingerprint, sample and segment; yields progress, then the PreparedVideo.
+
+    A fetched file lives in ``workdir``; the caller removes it.
+    """
+    limits = limits or media.Limits()
+    url = str(source) if is_url(source) else None
+    t0 = time.perf_counter()
+    if url is not None:
+        yield Progress("fetch", 0.02, "Downloading the video…")
+        fetched = media.fetch(
+            url,
+            out_dir=workdir,
+            max_size_mb=limits.max_size_mb,
+            max_duration_s=limits.max_duration_s,
+            max_height=limits.max_height,
+            allow_private=allow_private,
+        )
+        path = Path(fetched.path)
+    else:
+        path = Path(source)
+    fetch_s = time.perf_counter() - t0
+    yield Progress("probe", 0.08, "Reading the video…")
+    info = media.probe(path)
+    fingerprint = media.fingerprint(path)
+    key = (fingerprint, settings.sampling_key())
+    cached = FRAME_CACHE.get(key)
+    t1 = time.perf_counter()
+    if cached is None:
+        yield Progress(
+            "sample", 0.1, f"Sampling frames at {settings.fps:g} fps (at most {settings.max_frames})…"
+        )
+        sampled = media.sample(
+            path, fps=settings.fps, max_frames=settings.max_frames, max_side=settings.max_side, limits=limits
+        )
+        padded, segs = media.segments(sampled, segment_frames=settings.segment_frames)
+        cached = (padded, segs, len(sampled))
+        FRAME_CACHE.put(key, cached)
+    padded, segs, real = cached
+    timings = {"fetch": fetch_s, "decode": time.perf_counter() - t1}
+    yield PreparedVideo(path, url, info, fingerprint, padded, list(segs), real, timings)
+
+
+# --- the GPU part ---------------------------------------------------------------------------------------
+
+
+def estimate_gpu_seconds(settings: Settings, frames: int | None = None) -> int:
+    """ZeroGPU duration to ask for: grows with frames x methods (asking too much costs the visitor quota)."""
+    frames = settings.max_frames if frames is None else frames
+    per_method = 4 + frames * 0.02 + settings.max_new_tokens * 0.05
+    return int(min(300, 10 + frames * 0.03 + per_method * len(settings.methods)))
+
+
+def run_methods(prepared: PreparedVideo, question: str, settings: Settings) -> Iterator[Event]:
+    """Encode once, then compress and answer with every method in turn; a failing method reports its error."""
+    backbone = model_zoo.load_backbone(settings.backbone)
+    yield Progress("encode", 0.15, f"Encoding {prepared.real_frames} frames once for every method…")
+    t0 = time.perf_counter()
+    video = _encode(backbone, prepared, settings)
+    yield Encoded({"encode": time.perf_counter() - t0})
+    spans = prepared.spans
+    for i, method in enumerate(settings.methods):
+        fraction = 0.2 + 0.8 * i / len(settings.methods)
+        yield Progress("compress", fraction, f"{method}: compressing and answering…")
+        report = yield from _run_one(backbone, video, spans, prepared, question, settings, method)
+        yield MethodDone(report)
+    yield Progress("done", 1.0, "Done.")
+
+
+def _encode(backbone, prepared: PreparedVideo, settings: Settings):
+    key = (prepared.fingerprint, settings.sampling_key(), settings.backbone)
+    video = TOKEN_CACHE.get(key)
+    if video is None:
+        with torch.inference_mode():
+            video = backbone.encode(prepared.frames.frames, prepared.frames.timestamps)
+        TOKEN_CACHE.put(key, _move(video, "cpu"))
+    return _move(video, backbone.device)
+
+
+def _move(video, device):
+    """The encoded video on ``device`` (the cache keeps a CPU copy: never GPU memory past a request)."""
+    if video.embeds.device == torch.device(device):
+        return video
+    changes = {"embeds": video.embeds.to(device), "deepstack": [d.to(device) for d in video.deepstack]}
+    return dataclasses.replace(video, **changes)
+
+
+def _run_one(backbone, video, spans, prepared, question, settings, method) -> Iterator[Event]:
+    compressor = compressors.build(method, **settings.options_for(method))
+    report = MethodReport(method=method, label=compressor.label)
+    memory = _MemoryMeter(backbone.device)
+    try:
+        torch.manual_seed(settings.seed)
+        t0 = time.perf_counter()
+        with torch.inference_mode():
+            result = compressor.compress(video, spans, question, budget=settings.budget, hooks=backbone)
+        report.timings["compress"] = time.perf_counter() - t0
+        _account(report, result, prepared, spans)
+        t1 = time.perf_counter()
+        generation = backbone.generate(
+            question, result.segments, keep=result.keep, max_new_tokens=settings.max_new_tokens
+        )
+        for _ in generation:
+            report.answer = generation.text
+            yield AnswerDelta(method, report.answer)
+        report.answer = generation.text
+        report.timings["answer"] = time.perf_counter() - t1
+        _account_generation(report, result, generation.stats, frames=prepared.real_frames)
+    except torch.OutOfMemoryError:
+        report.error = "Out of memory: lower the token budget or the max frames and try again."
+    except Exception as err:  # one method failing must not take the other columns down
+        report.error = _one_sentence(err)
+    finally:
+        report.memory = memory.stop()
+        gc.collect()
+    return report
+
+
+def _account(report: MethodReport, result, prepared: PreparedVideo, spans: list[SegmentSpan]) -> None:
+    report.kept = list(result.kept_frames)
+    report.kept_frames = [prepared.frame_ref(p) for p in result.kept_frames]
+    scores = result.segment_scores or [None] * len(spans)
+    tokens = result.segment_tokens or [None] * len(spans)
+    report.segments = [
+        {"start": round(s.start, 3), "end": round(s.end, 3), "score": _round(sc), "tokens": tk}
+        for s, sc, tk in zip(spans, scores, tokens, strict=True)
+    ]
+    report.tokens = {"raw": result.raw_tokens, "llm_input": result.llm_tokens}
+    report.extra = dict(result.extra)
+
+
+def _round(score: float | None) -> float | None:
+    return None if score is None else round(float(score), 4)
+
+
+def _account_generation(report: MethodReport, result, stats: dict, *, frames: int) -> None:
+    """Token counts come from what the engine really received, checked against the compressor's claim.
+
+    Tokens per frame divide by the sampled frames (the same for every method), as Tempo reports it.
+    """
+    received = int(stats["visual_tokens"])
+    if received != result.llm_tokens:
+        raise RuntimeError(
+            f"the engine received {received} visual tokens, the method reported {result.llm_tokens}"
+        )
+    report.tokens.update(
+        llm_input=received,
+        per_frame=round(received / max(1, frames), 3),
+        ratio=round(result.raw_tokens / max(1, received), 3),
+    )
+    per_layer = stats.get("per_layer_visual")
+    if per_layer and result.keep is not None:
+        report.tokens["last_layer"] = int(per_layer[-1])
+        report.tokens["mean_per_layer"] = round(sum(per_layer) / len(per_layer), 2)
+    report.timings.update(prefill=stats.get("prefill_s"), decode=stats.get("decode_s"))
+
+
+def _one_sentence(err: BaseException) -> str:
+    text = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    return f"{type(err).__name__}: {text}"
+
+
+class _MemoryMeter:
+    """Peak GPU memory on CUDA; on CPU the process's resident memory after the method."""
+
+    def __init__(self, device) -> None:
+        self.cuda = torch.device(device).type == "cuda"
+        if self.cuda:
+            torch.cuda.reset_peak_memory_stats()
+
+    def stop(self) -> dict:
+        if self.cuda:
+            return {"peak_mb": round(torch.cuda.max_memory_allocated() / MB, 1)}
+        return {"rss_mb": round(_rss_bytes() / MB, 1)}
+
+
+def _rss_bytes() -> int:
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except OSError:
+        return 0
+
+
+# --- the whole request ----------------------------------------------------------------------------------
+
+Runner = Callable[[PreparedVideo, str, Settings], Iterator[Event]]
+
+
+def compare(
+    source: str | os.PathLike,
+    question: str,
+    methods=None,
+    settings: Settings | None = None,
+    *,
+    runner: Runner | None = None,
+    limits: media.Limits | None = None,
+    allow_private: bool = False,
+    workdir: str | os.PathLike | None = None,
+) -> Iterator[Event]:
+    """The whole comparison as a stream of events; the last one is ``Finished`` with every report.
+
+    User mistakes (bad video or URL, empty question, bad settings) raise typed errors before any GPU work;
+    a method that fails reports its error in its own ``MethodReport`` and the others still answer.
+    """
+    settings = settings or Settings()
+    if methods is not None:
+        settings = dataclasses.replace(settings, methods=parse_methods(methods))
+    question = check_question(question)
+    own_tmp = tempfile.mkdtemp(prefix="arena-") if is_url(source) and workdir is None else None
+    try:
+        yield from _compare(
+            source, question, settings, runner or run_methods, limits, allow_private, workdir or own_tmp
+        )
+    finally:
+        if own_tmp is not None:
+            shutil.rmtree(own_tmp, ignore_errors=True)
+
+
+def _compare(source, question, settings, runner, limits, allow_private, workdir) -> Iterator[Event]:
+    prepared = None
+    for event in prepare(source, settings, limits=limits, allow_private=allow_private, workdir=workdir):
+        if isinstance(event, PreparedVideo):
+            prepared = event
+        else:
+            yield event
+    reports: dict[str, MethodReport] = {}
+    shared = dict(prepared.timings)
+    for event in runner(prepared, question, settings):
+        if isinstance(event, MethodDone):
+            reports[event.report.method] = event.report
+        elif isinstance(event, Encoded):
+            shared.update(event.timings)
+        yield event
+    yield Finished(prepared, reports, shared)

@@ -1,0 +1,174 @@
+"""Run cards: a JSON record of one comparison that a reviewer can download, load back and re-run.
+
+A card holds everything that decides the answers (backbone and revision, every setting and method option,
+the video's content fingerprint, the question) and what came out (answers, token accounting, kept frames,
+per-segment scores and allocations, timings). ``diff`` compares two cards on what must reproduce: answers
+and accounting, never timings.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import time
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+
+import model_zoo
+from pipeline import __version__
+from pipeline.compare import Event, Finished, MethodReport, compare
+from pipeline.settings import Settings
+
+SCHEMA_VERSION = 1
+_REPRODUCIBLE = ("answer", "error", "tokens", "kept_frames", "segments")
+
+
+class CardError(ValueError):
+    """A run card that cannot be read or re-run (the message says what to do)."""
+
+
+def git_commit() -> str:
+    """The app's commit: the Space's ``SPACE_COMMIT``-style variable, else git, else "unknown"."""
+    for var in ("ARENA_COMMIT", "SPACE_COMMIT", "GIT_COMMIT"):
+        if os.environ.get(var):
+            return os.environ[var]
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            cwd=Path(__file__).parent,
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=True,
+        )
+        return out.stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def build(finished: Finished, question: str, settings: Settings) -> dict:
+    """The run card of a finished comparison (plain JSON types only)."""
+    spec = model_zoo.get_backbone_spec(settings.backbone)
+    prepared = finished.prepared
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "app": {"version": __version__, "git_commit": git_commit()},
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "backbone": {"name": spec.name, "hub_id": spec.hub_id, "revision": spec.revision},
+        "settings": settings.to_dict(),
+        "video": {
+            "fingerprint": prepared.fingerprint,
+            "source_url": prepared.url,
+            "file_name": prepared.path.name,
+            "duration": round(prepared.info.duration, 3),
+            "sampled_frames": prepared.real_frames,
+        },
+        "question": question,
+        "shared_timings": _rounded(finished.shared_timings),
+        "results": {m: _result(r) for m, r in finished.reports.items()},
+    }
+
+
+def _result(report: MethodReport) -> dict:
+    return {
+        "label": report.label,
+        "answer": report.answer,
+        "error": report.error,
+        "tokens": report.tokens,
+        "kept_frames": report.kept_frames,
+        "segments": report.segments,
+        "timings": _rounded(report.timings),
+        "memory": report.memory,
+        "extra": report.extra,
+    }
+
+
+def _rounded(timings: Mapping) -> dict:
+    return {k: (round(v, 4) if isinstance(v, float) else v) for k, v in timings.items()}
+
+
+def dumps(card: dict) -> str:
+    return json.dumps(card, indent=2, sort_keys=False, default=_json_default)
+
+
+def _json_default(value):
+    if hasattr(value, "item"):
+        return value.item()
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+
+
+def save(card: dict, path: str | os.PathLike) -> Path:
+    path = Path(path)
+    path.write_text(dumps(card))
+    return path
+
+
+def load(path_or_text: str | os.PathLike) -> dict:
+    """A card from a file path or JSON text; refuses what is not a card of a schema we know."""
+    try:
+        text = Path(path_or_text).read_text() if _is_path(path_or_text) else str(path_or_text)
+        card = json.loads(text)
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        raise CardError(
+            "That file is not a run card: download one from a comparison and load it here."
+        ) from None
+    if not isinstance(card, dict) or card.get("schema_version") != SCHEMA_VERSION:
+        raise CardError(
+            f"That is not a run card of schema version {SCHEMA_VERSION}; re-run it with this app."
+        )
+    for key in ("settings", "video", "question", "results"):
+        if key not in card:
+            raise CardError(f"The run card has no {key!r}; download a fresh one from a comparison.")
+    return card
+
+
+def _is_path(value) -> bool:
+    return isinstance(value, os.PathLike) or (isinstance(value, str) and not value.lstrip().startswith("{"))
+
+
+def settings_of(card: dict) -> Settings:
+    return Settings.from_dict(card["settings"])
+
+
+def source_of(card: dict, video: str | os.PathLike | None = None) -> str | os.PathLike:
+    """Where to read the card's video: the given file or URL, else the card's source URL."""
+    source = video or card["video"].get("source_url")
+    if not source:
+        raise CardError("This card was made from an uploaded file: give that video file to re-run it.")
+    return source
+
+
+def replay(card: dict, *, video=None, **compare_kwargs) -> Iterator[Event]:
+    """Re-run a card's comparison (same settings, question and methods) on its video; stream the events.
+
+    Raises CardError when the video's fingerprint differs from the card's.
+    """
+    settings = settings_of(card)
+    for event in compare(source_of(card, video), card["question"], settings=settings, **compare_kwargs):
+        if isinstance(event, Finished) and event.prepared.fingerprint != card["video"]["fingerprint"]:
+            raise CardError("That video is not the one this card was made from (its fingerprint differs).")
+        yield event
+
+
+def diff(old: dict, new: dict) -> list[str]:
+    """Differences in what must reproduce (answers, errors, token accounting, kept frames, segments)."""
+    lines = []
+    for method in sorted(set(old["results"]) | set(new["results"])):
+        a, b = old["results"].get(method), new["results"].get(method)
+        if a is None or b is None:
+            lines.append(f"{method}: only in the {'new' if a is None else 'old'} run")
+            continue
+        for key in _REPRODUCIBLE:
+            if _canonical(a.get(key)) != _canonical(b.get(key)):
+                lines.append(f"{method}.{key}: {_short(a.get(key))} → {_short(b.get(key))}")
+    return lines
+
+
+def _canonical(value):
+    return json.loads(json.dumps(value, sort_keys=True, default=_json_default))
+
+
+def _short(value, limit: int = 120) -> str:
+    text = json.dumps(value, default=_json_default)
+    return text if len(text) <= limit else text[: limit - 1] + "…"

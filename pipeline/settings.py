@@ -1,0 +1,116 @@
+"""Settings of one comparison: what is sampled, which backbone answers, the shared budget, method options.
+
+Everything that changes an answer lives here, so a run card that stores these settings can re-run the
+comparison exactly. Defaults come from the model zoo's variant registry (``<backbone>.<method>``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+import compressors
+import model_zoo
+
+#: The order of the columns on the page and in every report.
+METHODS: tuple[str, ...] = ("espresso", "xcomp", "tempo", "uniform", "pool")
+
+
+class SettingsError(ValueError):
+    """A setting is out of range or names something that does not exist (message says what is valid)."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    """One comparison's settings; every method gets the same frames, backbone and budget."""
+
+    backbone: str = "tiny-random"
+    methods: tuple[str, ...] = METHODS
+    budget: int = 256
+    fps: float = 1.0
+    max_frames: int = 32
+    segment_frames: int = 8
+    max_side: int = 640
+    seed: int = 0
+    max_new_tokens: int = 64
+    method_options: Mapping[str, Mapping[str, object]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        unknown = [m for m in self.methods if m not in compressors.COMPRESSORS]
+        if unknown:
+            raise SettingsError(
+                f"Unknown method {', '.join(unknown)}; choose from {', '.join(compressors.COMPRESSORS)}."
+            )
+        if not self.methods:
+            raise SettingsError("Pick at least one method to compare.")
+        checks = [
+            (self.budget >= 1, "The token budget must be at least 1."),
+            (self.fps > 0, "Frames per second must be above 0."),
+            (self.max_frames >= 2, "Max frames must be at least 2."),
+            (self.segment_frames >= 2 and self.segment_frames % 2 == 0, "Segment length must be even."),
+            (self.max_side >= 32, "Max side must be at least 32 pixels."),
+            (self.max_new_tokens >= 1, "Max new tokens must be at least 1."),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise SettingsError(message)
+        if self.backbone not in model_zoo.backbones:
+            raise SettingsError(
+                f"Unknown backbone {self.backbone!r}; choose from {', '.join(model_zoo.list_backbones())}."
+            )
+
+    @classmethod
+    def for_backbone(cls, backbone: str, **overrides) -> Settings:
+        """The registry's defaults for ``backbone`` (taken from its ``<backbone>.tempo`` variant), overridden."""
+        variant = _variant(backbone, "tempo")
+        defaults = {
+            "backbone": backbone,
+            "budget": variant.budget,
+            "fps": variant.fps,
+            "max_frames": variant.max_frames,
+            "segment_frames": variant.segment_frames,
+        }
+        defaults.update({k: v for k, v in overrides.items() if v is not None})
+        if "methods" in defaults:
+            defaults["methods"] = tuple(defaults["methods"])
+        return cls(**defaults)
+
+    def options_for(self, method: str) -> dict:
+        """The method's options: the variant's defaults, then this comparison's overrides."""
+        options = dict(_variant(self.backbone, method).options)
+        options.update(self.method_options.get(method, {}))
+        return options
+
+    def sampling_key(self) -> tuple:
+        """What decides the sampled frames (a cache key part)."""
+        return (self.fps, self.max_frames, self.segment_frames, self.max_side)
+
+    def to_dict(self) -> dict:
+        data = dataclasses.asdict(self)
+        data["methods"] = list(self.methods)
+        data["method_options"] = {m: self.options_for(m) for m in self.methods}
+        return data
+
+    @classmethod
+    def from_dict(cls, data: Mapping) -> Settings:
+        names = {f.name for f in dataclasses.fields(cls)}
+        kwargs = {k: v for k, v in data.items() if k in names}
+        kwargs["methods"] = tuple(kwargs.get("methods", METHODS))
+        return cls(**kwargs)
+
+
+def _variant(backbone: str, method: str) -> model_zoo.Variant:
+    try:
+        return model_zoo.get_variant(f"{backbone}.{method}")
+    except KeyError as err:
+        raise SettingsError(str(err.args[0]) if err.args else str(err)) from None
+
+
+def parse_methods(text: str | Sequence[str]) -> tuple[str, ...]:
+    """``"espresso,tempo"`` or a list → a tuple in the page's column order, duplicates removed."""
+    names = [n.strip() for n in (text.split(",") if isinstance(text, str) else text) if n.strip()]
+    unknown = [n for n in names if n not in METHODS]
+    if unknown:
+        raise SettingsError(f"Unknown method {', '.join(unknown)}; choose from {', '.join(METHODS)}.")
+    return tuple(m for m in METHODS if m in names)
