@@ -1,0 +1,115 @@
+"""Turning method reports into what people read: token summaries, tables, the segment timeline, galleries.
+
+Pure data in, plain text / pandas / matplotlib out, so the UI only places them and tests can check them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import numpy as np
+import pandas as pd
+
+from pipeline.compare import MethodReport, PreparedVideo
+
+GALLERY_LIMIT = 48  # kept frames shown per column; evenly chosen when a method keeps more
+
+
+def token_summary(report: MethodReport) -> str:
+    """One Markdown line: raw → into the LLM, tokens per frame, compression ratio (+ XComp's last layer)."""
+    if report.error:
+        return f"**Failed:** {report.error}"
+    t = report.tokens
+    if "llm_input" not in t or "per_frame" not in t:
+        return ""
+    text = (
+        f"**{t['raw']:,} → {t['llm_input']:,}** visual tokens · {t['per_frame']:g} per frame · "
+        f"{t['ratio']:g}× compression · {len(report.kept_frames)} frames kept"
+    )
+    if "last_layer" in t:
+        text += f" · {t['last_layer']:,} at the last layer (mean {t['mean_per_layer']:g} per layer)"
+    return text
+
+
+def gallery_items(prepared: PreparedVideo, report: MethodReport, limit: int = GALLERY_LIMIT) -> list:
+    """(image [H, W, 3] uint8, caption) for the kept frames in temporal order, at most ``limit`` of them."""
+    kept = report.kept
+    if len(kept) > limit:
+        kept = [kept[i] for i in np.linspace(0, len(kept) - 1, limit).round().astype(int)]
+    items = []
+    for p in kept:
+        ref = prepared.frame_ref(p)
+        items.append((prepared.frames.frames[p], f"{ref['timestamp']:.1f} s · frame {ref['index']}"))
+    return items
+
+
+def tokens_frame(reports: Mapping[str, MethodReport]) -> pd.DataFrame:
+    """Long-form table for a grouped bar chart: method, stage (raw / into the LLM / last layer), tokens."""
+    rows = []
+    for method, r in reports.items():
+        if r.error or "llm_input" not in r.tokens:
+            continue
+        rows.append({"method": method, "stage": "raw", "tokens": r.tokens["raw"]})
+        rows.append({"method": method, "stage": "into the LLM", "tokens": r.tokens["llm_input"]})
+        if "last_layer" in r.tokens:
+            rows.append({"method": method, "stage": "last layer", "tokens": r.tokens["last_layer"]})
+    return pd.DataFrame(rows, columns=["method", "stage", "tokens"])
+
+
+def timings_frame(reports: Mapping[str, MethodReport], shared: Mapping[str, float]) -> pd.DataFrame:
+    """One row per method: shared decode/encode seconds, its own compress/answer seconds, memory."""
+    rows = []
+    for method, r in reports.items():
+        memory = r.memory.get("peak_mb", r.memory.get("rss_mb"))
+        rows.append(
+            {
+                "method": method,
+                "decode s": _s(shared.get("decode")),
+                "encode s": _s(shared.get("encode")),
+                "compress s": _s(r.timings.get("compress")),
+                "answer s": _s(r.timings.get("answer")),
+                "memory MB": memory,
+                "memory kind": "peak GPU" if "peak_mb" in r.memory else "process RSS",
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def _s(value) -> float | None:
+    return None if value is None else round(float(value), 3)
+
+
+def timeline_figure(prepared: PreparedVideo, reports: Mapping[str, MethodReport]):
+    """Per method, a row over the video's time: tokens given to each segment (bars), relevance (line),
+    and the kept frames (ticks)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    shown = [r for r in reports.values() if not r.error]
+    fig, axes = plt.subplots(max(1, len(shown)), 1, figsize=(10, 1.6 * max(1, len(shown))), sharex=True)
+    axes = np.atleast_1d(axes)
+    for ax, r in zip(axes, shown, strict=False):
+        _timeline_row(ax, prepared, r)
+    axes[-1].set_xlabel("time (s)")
+    fig.tight_layout()
+    return fig
+
+
+def _timeline_row(ax, prepared: PreparedVideo, report: MethodReport) -> None:
+    starts = [s["start"] for s in report.segments]
+    widths = [max(s["end"] - s["start"], 0.1) for s in report.segments]
+    tokens = [s["tokens"] or 0 for s in report.segments]
+    ax.bar(starts, tokens, width=widths, align="edge", color="#7aa6d6", label="tokens")
+    ax.set_ylabel(report.method, rotation=0, ha="right", va="center")
+    kept_t = [prepared.frame_ref(p)["timestamp"] for p in report.kept]
+    top = max(tokens + [1])
+    ax.plot(kept_t, [top * 1.05] * len(kept_t), "|", color="#d65f5f", markersize=8, label="kept frames")
+    scores = [s["score"] for s in report.segments]
+    if any(s is not None for s in scores):
+        twin = ax.twinx()
+        centres = [s + w / 2 for s, w in zip(starts, widths, strict=True)]
+        twin.plot(centres, [s if s is not None else np.nan for s in scores], "o-", color="#e0a030", ms=3)
+        twin.set_ylim(0, 1)
+        twin.set_yticks([0, 1])
