@@ -10,6 +10,8 @@ it as the small Protocols declared here, and what it returns is plain tensors th
 
 from __future__ import annotations
 
+import math
+import numbers
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
@@ -188,7 +190,9 @@ def group_segment(video: EncodedVideo, g: int) -> VisualSegment:
     )
 
 
-def frames_of_groups(video: EncodedVideo, groups: Sequence[int], segments: Sequence[SegmentSpan]) -> list[int]:
+def frames_of_groups(
+    video: EncodedVideo, groups: Sequence[int], segments: Sequence[SegmentSpan]
+) -> list[int]:
     """Sampled-frame indices covered by ``groups``, padding frames excluded, ascending."""
     real = {f for s in segments for f in s.frames[: len(s.frames) - s.padded]}
     fpg = video.frames_per_group
@@ -209,3 +213,124 @@ def passthrough(method: str, video: EncodedVideo, segments: Sequence[SegmentSpan
         raw_tokens=raw_token_count(video),
         segment_tokens=[len(s.groups) * video.embeds.shape[1] for s in segments],
     )
+
+
+# --- helpers every method shares ---------------------------------------------------------------------------
+
+
+def check_inputs(video: EncodedVideo, segments: Sequence[SegmentSpan], budget: int) -> None:
+    """Refuse inputs no method can work with; the message names what came and what is valid.
+
+    Checks: ``budget`` a positive integer; ``embeds`` ``[G>0, P=h*w, D]``; every DeepStack level the same
+    shape; ``group_times`` ``[G]``; segments non-empty, tiling the groups ``0..G-1`` in order, each with
+    frames inside its own groups.
+    """
+    if isinstance(budget, bool) or not isinstance(budget, numbers.Integral) or budget < 1:
+        raise CompressionError(f"budget must be a positive integer number of tokens, got {budget!r}")
+    _check_video(video)
+    _check_segments(video, segments)
+
+
+def _check_video(video: EncodedVideo) -> None:
+    shape = tuple(video.embeds.shape)
+    h, w = video.grid
+    if len(shape) != 3 or shape[0] == 0 or shape[1] != h * w:
+        raise CompressionError(f"embeds must be [G>0, P={h}*{w}, D], got {shape}")
+    for i, level in enumerate(video.deepstack):
+        if tuple(level.shape) != shape:
+            raise CompressionError(f"DeepStack level {i} must match embeds {shape}, got {tuple(level.shape)}")
+    if tuple(video.group_times.shape) != shape[:1]:
+        raise CompressionError(f"group_times must be [{shape[0]}], got {tuple(video.group_times.shape)}")
+    if video.frames_per_group < 1:
+        raise CompressionError(f"frames_per_group must be >= 1, got {video.frames_per_group}")
+
+
+def _check_segments(video: EncodedVideo, segments: Sequence[SegmentSpan]) -> None:
+    if len(segments) == 0:
+        raise CompressionError("at least one segment is needed (segments must tile the encoded groups)")
+    fpg, expected = video.frames_per_group, 0
+    for s in segments:
+        if s.groups.step != 1 or len(s.groups) == 0 or s.groups.start != expected:
+            raise CompressionError(
+                f"segments must tile the groups in order: segment {s.index} covers groups {s.groups}, "
+                f"expected a non-empty range starting at {expected}"
+            )
+        if (
+            s.frames.start < s.groups.start * fpg
+            or s.frames.stop > s.groups.stop * fpg
+            or s.padded > len(s.frames)
+        ):
+            raise CompressionError(
+                f"segment {s.index}: frames {s.frames} do not lie inside groups {s.groups}"
+            )
+        expected = s.groups.stop
+    if expected != video.embeds.shape[0]:
+        raise CompressionError(
+            f"segments cover groups 0..{expected - 1}, the video has {video.embeds.shape[0]}"
+        )
+
+
+def real_groups(video: EncodedVideo, segments: Sequence[SegmentSpan]) -> list[int]:
+    """Groups holding at least one real (not padding) frame, ascending.
+
+    Padding frames repeat the last real frame (Tempo pads its last segment so): a group made only of them
+    adds nothing, so methods that pick groups never spend budget on one.
+    """
+    fpg = video.frames_per_group
+    return sorted({f // fpg for s in segments for f in s.frames[: len(s.frames) - s.padded]})
+
+
+def span_tokens(segments: Sequence[SegmentSpan], group_tokens: dict[int, int]) -> list[int]:
+    """Tokens given to each span, from the tokens given to each group (absent groups count 0)."""
+    return [sum(group_tokens.get(g, 0) for g in s.groups) for s in segments]
+
+
+def empty_result(
+    method: str, video: EncodedVideo, segments: Sequence[SegmentSpan], why: str
+) -> CompressionResult:
+    """Nothing fits: no visual tokens at all (ToMe's rule: an impossible budget does nothing, never raises).
+
+    ``why`` is shown in the report (``extra["note"]``) so the column says why it answered blind.
+    """
+    return CompressionResult(
+        method=method,
+        segments=[],
+        kept_frames=[],
+        raw_tokens=raw_token_count(video),
+        segment_tokens=[0] * len(segments),
+        extra={"note": why},
+    )
+
+
+def build_segments(
+    frame_times: Sequence[float],
+    *,
+    segment_frames: int = 8,
+    frames_per_group: int = 2,
+    num_groups: int | None = None,
+) -> list[SegmentSpan]:
+    """Spans of ``segment_frames`` frames over the encoded groups (the last may be short or padded).
+
+    ``frame_times`` are the real sampled frames' timestamps (seconds). ``num_groups`` is how many groups were
+    encoded (default: enough for the real frames); frames past the real ones are padding. A span's start and
+    end are its first and last real frame's times, its centre their midpoint (Tempo's segment timestamp).
+    """
+    if segment_frames < frames_per_group or segment_frames % frames_per_group:
+        raise CompressionError(
+            f"segment_frames must be a multiple of {frames_per_group}, got {segment_frames}"
+        )
+    real = len(frame_times)
+    groups = math.ceil(real / frames_per_group) if num_groups is None else num_groups
+    per = segment_frames // frames_per_group
+    spans = []
+    for i, g0 in enumerate(range(0, groups, per)):
+        gs = range(g0, min(g0 + per, groups))
+        frames = range(gs.start * frames_per_group, gs.stop * frames_per_group)
+        last = min(frames.stop, real) - 1
+        if last < frames.start:
+            raise CompressionError(
+                f"segment {i} (frames {frames}) holds no real frame; only {real} were sampled"
+            )
+        start, end = float(frame_times[frames.start]), float(frame_times[last])
+        spans.append(SegmentSpan(i, frames, gs, start, end, (start + end) / 2, padded=frames.stop - 1 - last))
+    return spans

@@ -1,0 +1,151 @@
+"""The two baselines every method is compared with, under the same budget.
+
+- ``uniform``: what a stock VLM does with too long a video — sample frames uniformly so that
+  groups x tokens-per-group fits the budget, each group at the backbone's normal resolution, laid out exactly
+  as the stock processor lays it out (its timestamp, then its grid as one block).
+- ``pool``: keep every group and average-pool each group's token grid to the largest grid that fits — the
+  pooling projector that Espresso (arXiv 2412.04729) and XComp (arXiv 2604.14149) argue against.
+
+Both pick among *real* groups: a group made only of padding frames (repeats of the last frame) is skipped.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from typing import ClassVar
+
+import torch
+import torch.nn.functional as F
+
+from .base import (
+    BackboneHooks,
+    CompressionResult,
+    EncodedVideo,
+    SegmentSpan,
+    VisualSegment,
+    check_inputs,
+    empty_result,
+    frames_of_groups,
+    grid_positions,
+    group_segment,
+    passthrough,
+    raw_token_count,
+    real_groups,
+    span_tokens,
+    timestamp_text,
+)
+
+
+def spread(n: int, k: int) -> list[int]:
+    """``k`` of ``range(n)`` spread evenly: the centre of each of ``k`` equal bins (all of them if k >= n)."""
+    if k >= n:
+        return list(range(n))
+    return [(2 * i + 1) * n // (2 * k) for i in range(k)]
+
+
+def pooled_grid(h: int, w: int, cap: int) -> tuple[int, int]:
+    """The largest ``(h', w')`` with ``h' <= h``, ``w' <= w``, ``h' * w' <= cap`` keeping ``h:w`` where possible.
+
+    Scale both sides by ``sqrt(cap / (h * w))`` (rounded down, at least 1), then widen and heighten as far as
+    ``cap`` allows. ``cap >= 1``.
+    """
+    scale = math.sqrt(cap / (h * w))
+    rows = min(h, max(1, math.floor(h * scale)))
+    cols = min(w, max(1, cap // rows))
+    rows = min(h, max(1, cap // cols))
+    return rows, cols
+
+
+@dataclass(frozen=True, kw_only=True)
+class Uniform:
+    """Uniform frame sampling at the stock resolution: ``floor(B / P)`` groups spread over the video."""
+
+    name: ClassVar[str] = "uniform"
+    label: ClassVar[str] = "Uniform sampling (stock Qwen3-VL layout)"
+
+    def options(self) -> dict:
+        return asdict(self)
+
+    def compress(
+        self,
+        video: EncodedVideo,
+        segments: Sequence[SegmentSpan],
+        question: str,
+        *,
+        budget: int,
+        hooks: BackboneHooks,
+    ) -> CompressionResult:
+        check_inputs(video, segments, budget)
+        if budget >= raw_token_count(video):
+            return passthrough(self.name, video, segments)
+        per_group = video.embeds.shape[1]
+        real = real_groups(video, segments)
+        k = budget // per_group
+        if k == 0:
+            return empty_result(
+                self.name, video, segments, f"budget {budget} is below one group ({per_group})"
+            )
+        groups = [real[i] for i in spread(len(real), k)]
+        return CompressionResult(
+            method=self.name,
+            segments=[group_segment(video, g) for g in groups],
+            kept_frames=frames_of_groups(video, groups, segments),
+            raw_tokens=raw_token_count(video),
+            segment_tokens=span_tokens(segments, dict.fromkeys(groups, per_group)),
+            extra={"groups_kept": len(groups), "groups_total": len(real)},
+        )
+
+
+@dataclass(frozen=True, kw_only=True)
+class Pool:
+    """Every group average-pooled to the largest grid with ``G * h' * w' <= B``; DeepStack pooled alike."""
+
+    name: ClassVar[str] = "pool"
+    label: ClassVar[str] = "Average pooling (every frame, smaller grid)"
+
+    def options(self) -> dict:
+        return asdict(self)
+
+    def compress(
+        self,
+        video: EncodedVideo,
+        segments: Sequence[SegmentSpan],
+        question: str,
+        *,
+        budget: int,
+        hooks: BackboneHooks,
+    ) -> CompressionResult:
+        check_inputs(video, segments, budget)
+        if budget >= raw_token_count(video):
+            return passthrough(self.name, video, segments)
+        groups = real_groups(video, segments)
+        if budget < len(groups):
+            why = f"budget {budget} is below one token for each of {len(groups)} groups"
+            return empty_result(self.name, video, segments, why)
+        h, w = pooled_grid(*video.grid, budget // len(groups))
+        return CompressionResult(
+            method=self.name,
+            segments=[_pooled_group(video, g, h, w) for g in groups],
+            kept_frames=frames_of_groups(video, groups, segments),
+            raw_tokens=raw_token_count(video),
+            segment_tokens=span_tokens(segments, dict.fromkeys(groups, h * w)),
+            extra={"pooled_grid": [h, w], "tokens_per_group": h * w},
+        )
+
+
+def pool_grid(features: torch.Tensor, grid: tuple[int, int], size: tuple[int, int]) -> torch.Tensor:
+    """``[P, D]`` on an ``h x w`` grid → ``[h' * w', D]`` adaptive average pooled, row-major."""
+    h, w = grid
+    x = features.float().T.reshape(1, -1, h, w)
+    return F.adaptive_avg_pool2d(x, size).reshape(features.shape[1], -1).T.to(features.dtype)
+
+
+def _pooled_group(video: EncodedVideo, g: int, h: int, w: int) -> VisualSegment:
+    return VisualSegment(
+        text=timestamp_text(float(video.group_times[g])),
+        embeds=pool_grid(video.embeds[g], video.grid, (h, w)),
+        positions=grid_positions(h, w),
+        deepstack=[pool_grid(level[g], video.grid, (h, w)) for level in video.deepstack],
+    )
