@@ -73,7 +73,7 @@ def allocate_tokens(
     segments (ties: lower index) and 0 to the rest (dropped), or, with flat scores, to ``budget`` segments
     spread evenly over time. The sum never exceeds ``budget``; ``budget <= 0`` gives all zeros.
     """
-    s = torch.as_tensor(scores, dtype=torch.float64).flatten()
+    s = torch.as_tensor(scores, dtype=torch.float32).flatten()  # the authors score in float32
     n = int(s.numel())
     if n == 0 or budget <= 0:
         return [0] * n
