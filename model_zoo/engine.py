@@ -1,0 +1,358 @@
+"""The inference engine: Qwen3-VL's text decoder run layer by layer on our own visual tokens and positions.
+
+Contract. Input: a ``PromptLayout`` (token ids with one placeholder per visual token, the visual embeddings
+and their DeepStack levels, 3-D positions). Output: greedy tokens, identical to stock ``model.generate`` when
+the layout is the stock one (``tests/test_engine.py`` proves it token for token). In between, one loop over
+the decoder layers serves prefill, decode and the attention probe, so that:
+
+* a ``KeepRule`` (``compressors.base``) called after 0-based layer l with the original indices of the visual
+  tokens still alive may drop visual tokens during prefill; later layers see fewer tokens, and each layer's
+  KV cache keeps exactly what that layer saw, so decoding runs with per-layer KV lengths (XComp's LP-Comp);
+* DeepStack level i is added after layer i to the visual tokens still present (``Qwen3VLTextModel.forward``,
+  ``_deepstack_process``), each token getting its own features whatever was dropped before;
+* decode step k sits at position M + 1 + k on all three axes, M the prompt's largest position
+  (``compute_3d_position_ids``: text position + rope delta);
+* attention of chosen query rows can be computed from the layer's own q/k (after q_norm/k_norm and rotary,
+  GQA expanded) without materialising an L x L map and with any attention implementation.
+
+The model is a parameter (``Qwen3VLForConditionalGeneration``: ``model.model.language_model``,
+``model.lm_head``); nothing here patches a class.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+
+import torch
+from transformers.models.qwen3_vl.modeling_qwen3_vl import rotate_half
+
+from model_zoo.prompt import PromptLayout
+
+#: Same signature as ``compressors.base.KeepRule`` (declared again here: the two packages do not import
+#: each other). Returns a bool mask over ``alive`` of the tokens to keep, or None to keep all.
+KeepRule = Callable[[int, torch.Tensor], "torch.Tensor | None"]
+
+
+class EngineError(ValueError):
+    """A request the engine cannot run (the message says what it got and what is valid)."""
+
+
+class LayerKV:
+    """Key/value cache with one independent entry per decoder layer.
+
+    Implements the one method Qwen3-VL's attention calls (``update``). Layers may hold different lengths:
+    after a prefill drop, a layer keeps the keys of the tokens it saw.
+    """
+
+    def __init__(self, num_layers: int) -> None:
+        self.keys: list[torch.Tensor | None] = [None] * num_layers
+        self.values: list[torch.Tensor | None] = [None] * num_layers
+
+    def update(self, key_states, value_states, layer_idx, *args, **kwargs):
+        """Append this step's [B, H_kv, q, d] keys/values; return the layer's full keys/values."""
+        if self.keys[layer_idx] is not None:
+            key_states = torch.cat([self.keys[layer_idx], key_states], dim=-2)
+            value_states = torch.cat([self.values[layer_idx], value_states], dim=-2)
+        self.keys[layer_idx], self.values[layer_idx] = key_states, value_states
+        return key_states, value_states
+
+    def lengths(self) -> list[int]:
+        """Cached tokens per layer."""
+        return [0 if k is None else int(k.shape[-2]) for k in self.keys]
+
+
+@dataclass
+class SequenceState:
+    """The sequence as it flows through the layers (B rows, L tokens, D hidden, d head dim).
+
+    ``hidden`` [B, L, D]; ``cos``/``sin`` [B, L, d] rotary tables of each token's position;
+    ``visual_mask`` [B, L]; ``visual_index`` [B, L] index of each visual token into the layout's visual
+    tokens (row-major over the batch), -1 for text.
+    """
+
+    hidden: torch.Tensor
+    cos: torch.Tensor
+    sin: torch.Tensor
+    visual_mask: torch.Tensor
+    visual_index: torch.Tensor
+
+    def select(self, keep: torch.Tensor) -> SequenceState:
+        """Keep the tokens where ``keep`` [L] is True (batch size 1)."""
+        return SequenceState(
+            self.hidden[:, keep],
+            self.cos[:, keep],
+            self.sin[:, keep],
+            self.visual_mask[:, keep],
+            self.visual_index[:, keep],
+        )
+
+
+@dataclass
+class PrefillResult:
+    """Logits [V] at the last prompt position, the cache, and the visual tokens each layer saw."""
+
+    logits: torch.Tensor
+    cache: LayerKV
+    per_layer_visual: list[int] = field(default_factory=list)
+
+
+def text_model(model):
+    """The Qwen3-VL text decoder (``Qwen3VLTextModel``) of a ``Qwen3VLForConditionalGeneration``."""
+    return model.model.language_model
+
+
+def causal_mask(model, q_len: int, kv_len: int, like: torch.Tensor) -> torch.Tensor | None:
+    """Additive causal mask [1, 1, q, kv] for eager attention; None for sdpa / flash kernels.
+
+    Prefill always starts from an empty cache (q == kv), where the kernels' own ``is_causal`` is exact, and a
+    single decode query attends to the whole cache, so only eager attention needs an explicit mask.
+    """
+    if text_model(model).config._attn_implementation != "eager" or q_len == 1:
+        return None
+    rows = torch.arange(q_len, device=like.device)[:, None] + (kv_len - q_len)
+    hidden = torch.arange(kv_len, device=like.device)[None, :] > rows
+    mask = torch.zeros(q_len, kv_len, dtype=like.dtype, device=like.device)
+    return mask.masked_fill(hidden, torch.finfo(like.dtype).min)[None, None]
+
+
+def embed_sequence(
+    model, input_ids: torch.Tensor, visual_mask: torch.Tensor, embeds: torch.Tensor
+) -> torch.Tensor:
+    """[B, L] ids → [B, L, D] embeddings with the visual tokens' embeddings at the placeholders."""
+    hidden = text_model(model).embed_tokens(input_ids)
+    if embeds.numel():
+        hidden[visual_mask] = embeds.to(hidden.device, hidden.dtype)
+    return hidden
+
+
+def initial_state(model, input_ids, positions, visual_mask, embeds) -> SequenceState:
+    """State before layer 0 for ``input_ids`` [B, L], ``positions`` [3, B, L], ``visual_mask`` [B, L]."""
+    hidden = embed_sequence(model, input_ids, visual_mask, embeds)
+    cos, sin = text_model(model).rotary_emb(hidden, positions)
+    index = torch.full(visual_mask.shape, -1, dtype=torch.long, device=visual_mask.device)
+    index[visual_mask] = torch.arange(int(visual_mask.sum()), device=visual_mask.device)
+    return SequenceState(hidden, cos, sin, visual_mask, index)
+
+
+def layout_state(model, layout: PromptLayout) -> SequenceState:
+    """``initial_state`` of one prompt layout (batch of one), on the model's device."""
+    device = model.device
+    return initial_state(
+        model,
+        layout.input_ids[None].to(device),
+        layout.positions[:, None].to(device),
+        layout.visual_mask[None].to(device),
+        layout.embeds,
+    )
+
+
+def add_deepstack(state: SequenceState, features: torch.Tensor) -> None:
+    """Add one DeepStack level ([N, D] over the layout's visual tokens) to the visual tokens still present.
+
+    Same arithmetic as ``Qwen3VLTextModel._deepstack_process``: hidden[mask] + features, written back.
+    """
+    rows = state.visual_index[state.visual_mask]
+    hidden = state.hidden.clone()
+    hidden[state.visual_mask] = hidden[state.visual_mask] + features.to(hidden.device, hidden.dtype)[rows]
+    state.hidden = hidden
+
+
+def apply_keep(state: SequenceState, keep: KeepRule, layer: int) -> SequenceState:
+    """Ask ``keep`` which alive visual tokens survive layer ``layer``; drop the others (text always stays)."""
+    alive = state.visual_index[0][state.visual_mask[0]]
+    decision = keep(layer, alive.clone())
+    if decision is None:
+        return state
+    decision = torch.as_tensor(decision, device=alive.device)
+    if decision.dtype != torch.bool or tuple(decision.shape) != (alive.numel(),):
+        raise EngineError(
+            f"keep rule after layer {layer} must return a bool mask of shape ({alive.numel()},) or None, "
+            f"got {decision.dtype} {tuple(decision.shape)}"
+        )
+    tokens = ~state.visual_mask[0]
+    tokens[state.visual_mask[0]] = decision
+    return state.select(tokens)
+
+
+def run_layers(
+    model,
+    state: SequenceState,
+    layers: range,
+    *,
+    cache: LayerKV | None = None,
+    deepstack: Sequence[torch.Tensor] = (),
+    keep: KeepRule | None = None,
+    probe: Callable[[int, SequenceState], None] | None = None,
+) -> tuple[SequenceState, list[int]]:
+    """Run decoder ``layers`` on ``state``; returns the new state and the visual tokens each layer saw.
+
+    ``probe(l, state)`` is called with the input of layer l (before it runs); DeepStack level l is added
+    after layer l; ``keep`` is asked after layer l (prefill only, batch of one).
+    """
+    decoder = text_model(model)
+    seen = []
+    for idx in layers:
+        if probe is not None:
+            probe(idx, state)
+        seen.append(int(state.visual_mask.sum()))
+        past = 0 if cache is None else cache.lengths()[idx]
+        mask = causal_mask(model, state.hidden.shape[1], past + state.hidden.shape[1], state.hidden)
+        state.hidden = decoder.layers[idx](
+            state.hidden,
+            position_embeddings=(state.cos, state.sin),
+            attention_mask=mask,
+            past_key_values=cache,
+            use_cache=cache is not None,
+        )
+        if idx < len(deepstack):
+            add_deepstack(state, deepstack[idx])
+        if keep is not None:
+            state = apply_keep(state, keep, idx)
+    return state, seen
+
+
+def final_logits(model, hidden: torch.Tensor) -> torch.Tensor:
+    """Final norm and LM head: [..., D] → [..., V]."""
+    return model.lm_head(text_model(model).norm(hidden))
+
+
+@torch.inference_mode()
+def prefill(model, layout: PromptLayout, *, keep: KeepRule | None = None) -> PrefillResult:
+    """Run the whole prompt through every layer, filling a ``LayerKV``; logits at the last position.
+
+    The last token is text (the generation prompt), so a keep rule can never remove it.
+    """
+    decoder = text_model(model)
+    cache = LayerKV(len(decoder.layers))
+    state, seen = run_layers(
+        model,
+        layout_state(model, layout),
+        range(len(decoder.layers)),
+        cache=cache,
+        deepstack=layout.deepstack,
+        keep=keep,
+    )
+    return PrefillResult(logits=final_logits(model, state.hidden[0, -1]), cache=cache, per_layer_visual=seen)
+
+
+@torch.inference_mode()
+def decode_step(model, token: int, position: int, cache: LayerKV) -> torch.Tensor:
+    """One greedy step: embed ``token`` at ``position`` (all three axes), run every layer; logits [V]."""
+    device = model.device
+    ids = torch.tensor([[token]], device=device)
+    positions = torch.full((3, 1, 1), position, dtype=torch.long, device=device)
+    state = initial_state(model, ids, positions, torch.zeros_like(ids, dtype=torch.bool), ids.new_zeros(0, 0))
+    state, _ = run_layers(model, state, range(len(text_model(model).layers)), cache=cache)
+    return final_logits(model, state.hidden[0, -1])
+
+
+def greedy_tokens(
+    model, first: PrefillResult, *, start_position: int, max_new_tokens: int, eos_ids: Sequence[int]
+) -> Iterator[int]:
+    """Greedy decoding after a prefill: yields token ids until one of ``eos_ids`` (yielded too) or
+    ``max_new_tokens``. Step k (0-based) is fed at ``start_position + k``; ties go to the lowest id, like
+    ``torch.argmax`` in stock ``generate``."""
+    logits = first.logits
+    for k in range(max_new_tokens):
+        token = int(torch.argmax(logits.float()))
+        yield token
+        if token in eos_ids or k + 1 == max_new_tokens:
+            return
+        logits = decode_step(model, token, start_position + k, first.cache)
+
+
+def rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Apply rotary tables [B, n, d] to [B, H, n, d] (Qwen3-VL's ``apply_rotary_pos_emb``, one tensor)."""
+    cos, sin = cos[:, None], sin[:, None]
+    return x * cos + rotate_half(x) * sin
+
+
+def row_attention(layer, state: SequenceState, rows: torch.Tensor) -> torch.Tensor:
+    """softmax(QK^T / sqrt(d)) of query ``rows`` at ``layer``'s input, causal: [H, R, L] float32.
+
+    Computed from the layer's own projections (input norm, q/k proj, q_norm/k_norm, rotary), keys expanded
+    for grouped-query attention as ``repeat_kv`` does (query head h reads key head h // groups). Only the
+    R requested rows are materialised, never L x L.
+    """
+    attn = layer.self_attn
+    x = layer.input_layernorm(state.hidden)  # [1, L, D]
+    d = attn.head_dim
+    q = attn.q_norm(attn.q_proj(x[:, rows]).view(1, rows.numel(), -1, d)).transpose(1, 2)
+    k = attn.k_norm(attn.k_proj(x).view(1, x.shape[1], -1, d)).transpose(1, 2)
+    q = rotary(q, state.cos[:, rows], state.sin[:, rows])
+    k = rotary(k, state.cos, state.sin).repeat_interleave(attn.num_key_value_groups, dim=1)
+    scores = torch.matmul(q.float(), k.float().transpose(-1, -2))[0] * attn.scaling  # [H, R, L]
+    future = torch.arange(x.shape[1], device=rows.device)[None, :] > rows[:, None]
+    return torch.softmax(scores.masked_fill(future, float("-inf")), dim=-1)
+
+
+@torch.inference_mode()
+def query_attention(
+    model,
+    layout: PromptLayout,
+    *,
+    rows: torch.Tensor,
+    columns: Sequence[torch.Tensor],
+    layers: Sequence[int],
+    reduce: str = "mean",
+) -> torch.Tensor:
+    """Attention from query ``rows`` to each column set, at each of ``layers``: [len(layers), len(columns)].
+
+    Per layer: attention probabilities of the rows (``row_attention``), averaged over heads; per column set,
+    the rows' attention mass on it ("sum") or its mean per column ("mean"); then averaged over the rows.
+    Only layers up to max(layers) run. Follows XComp's QC-Comp scoring (arXiv 2604.14149), whose windows
+    are fresh sequences with their own local positions (the layout's).
+    """
+    if reduce not in ("mean", "sum"):
+        raise EngineError(f"reduce must be 'mean' or 'sum', got {reduce!r}")
+    num_layers = len(text_model(model).layers)
+    if not layers or any(not 0 <= int(i) < num_layers for i in layers):
+        raise EngineError(f"layers must be 0-based indices in [0, {num_layers}), got {list(layers)}")
+    rows = rows.to(model.device)
+    wanted = {int(i) for i in layers}
+    found: dict[int, torch.Tensor] = {}
+
+    def probe(idx: int, state: SequenceState) -> None:
+        if idx in wanted:
+            per_column = row_attention(text_model(model).layers[idx], state, rows).mean(0)  # [R, L]
+            found[idx] = torch.stack([column_score(per_column, c, reduce) for c in columns])
+
+    run_layers(
+        model, layout_state(model, layout), range(max(wanted) + 1), deepstack=layout.deepstack, probe=probe
+    )
+    return torch.stack([found[int(i)] for i in layers]).cpu()
+
+
+def column_score(attention: torch.Tensor, columns: torch.Tensor, reduce: str) -> torch.Tensor:
+    """Mean over rows of the attention [R, L] on ``columns``: summed over them, or averaged per column."""
+    mass = attention[:, columns.to(attention.device)].sum(-1)
+    if reduce == "mean":
+        mass = mass / max(columns.numel(), 1)
+    return mass.mean()
+
+
+@torch.inference_mode()
+def batched_last_logits(model, layouts: Sequence[PromptLayout], *, pad_id: int) -> torch.Tensor:
+    """Logits [B, V] at each prompt's last token, the prompts right-padded into one batch.
+
+    Causal attention means a real token never sees the pads after it, so no padding mask is needed and the
+    rows equal their unpadded forwards.
+    """
+    device = model.device
+    length = max(x.input_ids.numel() for x in layouts)
+    ids = torch.full((len(layouts), length), pad_id, dtype=torch.long)
+    positions = torch.arange(length).repeat(3, len(layouts), 1)
+    visual = torch.zeros(len(layouts), length, dtype=torch.bool)
+    for b, x in enumerate(layouts):
+        n = x.input_ids.numel()
+        ids[b, :n], visual[b, :n] = x.input_ids, x.visual_mask
+        # Pads continue after the prompt's largest position; their values never reach a real row.
+        positions[:, b, :n] = x.positions
+        positions[:, b, n:] = x.max_position + 1 + torch.arange(length - n)
+    embeds = torch.cat([x.embeds for x in layouts])
+    deepstack = [torch.cat([x.deepstack[i] for x in layouts]) for i in range(len(layouts[0].deepstack))]
+    state = initial_state(model, ids.to(device), positions.to(device), visual.to(device), embeds)
+    state, _ = run_layers(model, state, range(len(text_model(model).layers)), deepstack=deepstack)
+    last = torch.tensor([x.input_ids.numel() - 1 for x in layouts], device=device)
+    return final_logits(model, state.hidden[torch.arange(len(layouts), device=device), last])

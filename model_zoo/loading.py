@@ -1,0 +1,189 @@
+"""Loading backbones: lazily on first use, cached, at most ``max_resident`` at a time (least recently used
+goes first, and its GPU memory is given back).
+
+Real checkpoints load by hub id and pinned revision through transformers' own classes (no remote code):
+``AutoModelForImageTextToText`` (a ``Qwen3VLForConditionalGeneration``), ``AutoTokenizer``, and the
+checkpoint's ``video_preprocessor_config.json`` for resizing and normalisation; bf16 on CUDA, fp32 on CPU,
+sdpa attention. Nothing here touches CUDA at import time (ZeroGPU: ``app.py`` imports ``spaces`` first and
+places models at module level). When the files cannot be fetched (offline, no cache, gated), the error is
+one sentence that names the offline ``tiny-random`` backbone.
+"""
+
+from __future__ import annotations
+
+import copy
+import gc
+import json
+import threading
+from collections import OrderedDict
+from pathlib import Path
+
+import torch
+from huggingface_hub import hf_hub_download
+from huggingface_hub.errors import EntryNotFoundError, RemoteEntryNotFoundError
+
+from model_zoo.preprocess import VideoPreprocessConfig
+from model_zoo.qwen3_vl import Qwen3VLBackbone
+from model_zoo.tiny import TINY_PREPROCESS, build_tiny
+from model_zoo.variants import TINY, BackboneSpec, get_backbone_spec
+
+#: What the hub raises when files cannot be had: offline mode, missing cache, network, gated or missing repo
+#: or revision (all OSError subclasses in huggingface_hub 1.x/2.x, plus EntryNotFoundError).
+HUB_ERRORS = (OSError, EntryNotFoundError)
+
+
+class ModelLoadError(RuntimeError):
+    """A backbone could not be loaded; the message is one sentence saying why and what to use instead."""
+
+
+def resolve_device(device: str | torch.device | None = None) -> torch.device:
+    """``device`` as given, else CUDA when available, else CPU (asked at load time, never at import)."""
+    if device is not None:
+        return torch.device(device)
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def dtype_for(device: torch.device) -> torch.dtype:
+    """bf16 on CUDA (the checkpoints' own precision), fp32 on CPU (bf16 matmuls are slow there)."""
+    return torch.bfloat16 if device.type == "cuda" else torch.float32
+
+
+def tiny_backbone(spec: BackboneSpec, device: torch.device) -> Qwen3VLBackbone:
+    """The offline random backbone; a private copy when it must move off the shared CPU instance."""
+    model, tokenizer = build_tiny(0)
+    if device.type != "cpu":
+        model = copy.deepcopy(model).to(device=device, dtype=dtype_for(device))
+    return Qwen3VLBackbone(spec, model, tokenizer, preprocess=TINY_PREPROCESS)
+
+
+def fetch_preprocess_config(spec: BackboneSpec) -> VideoPreprocessConfig:
+    """The checkpoint's video preprocessing numbers; the library defaults if it ships no video config."""
+    try:
+        path = hf_hub_download(spec.hub_id, "video_preprocessor_config.json", revision=spec.revision)
+    except RemoteEntryNotFoundError:
+        return VideoPreprocessConfig()
+    return VideoPreprocessConfig.from_json(path)
+
+
+def ensure_chat_template(tokenizer, spec: BackboneSpec) -> None:
+    """Qwen3-VL keeps its chat template beside the processor; give it to the tokenizer when it lacks one."""
+    if tokenizer.chat_template:
+        return
+    try:
+        path = hf_hub_download(spec.hub_id, "chat_template.json", revision=spec.revision)
+        tokenizer.chat_template = json.loads(Path(path).read_text())["chat_template"]
+    except RemoteEntryNotFoundError:
+        path = hf_hub_download(spec.hub_id, "chat_template.jinja", revision=spec.revision)
+        tokenizer.chat_template = Path(path).read_text()
+
+
+def hub_backbone(spec: BackboneSpec, device: torch.device) -> Qwen3VLBackbone:
+    """Load a real checkpoint by hub id and revision; ModelLoadError when its files cannot be fetched."""
+    from transformers import AutoModelForImageTextToText, AutoTokenizer, Qwen3VLForConditionalGeneration
+
+    try:
+        preprocess = fetch_preprocess_config(spec)
+        tokenizer = AutoTokenizer.from_pretrained(spec.hub_id, revision=spec.revision)
+        ensure_chat_template(tokenizer, spec)
+        model = AutoModelForImageTextToText.from_pretrained(
+            spec.hub_id, revision=spec.revision, dtype=dtype_for(device), attn_implementation="sdpa"
+        )
+    except HUB_ERRORS as exc:
+        raise ModelLoadError(
+            f"Cannot load backbone {spec.name!r} ({spec.hub_id} at revision {spec.revision}) because its files "
+            f"could not be fetched ({type(exc).__name__}); use the offline {TINY!r} backbone instead."
+        ) from exc
+    if not isinstance(model, Qwen3VLForConditionalGeneration):
+        raise ModelLoadError(
+            f"{spec.hub_id} loaded as {type(model).__name__}, not Qwen3VLForConditionalGeneration."
+        )
+    return Qwen3VLBackbone(spec, model.to(device).eval(), tokenizer, preprocess=preprocess)
+
+
+def build_backbone(spec: BackboneSpec, device: torch.device) -> Qwen3VLBackbone:
+    """Load ``spec`` on ``device`` (no caching: see ``load_backbone``)."""
+    if spec.family != "qwen3_vl":
+        raise ModelLoadError(
+            f"backbone {spec.name!r} has family {spec.family!r}; the only adapter is 'qwen3_vl'."
+        )
+    return tiny_backbone(spec, device) if spec.hub_id is None else hub_backbone(spec, device)
+
+
+class BackboneCache:
+    """Loaded backbones by (name, device), least recently used first; at most ``max_resident`` of them.
+
+    Evicting drops the cache's reference, runs the garbage collector and empties CUDA's cache, so the GPU
+    memory comes back as long as no caller still holds the evicted backbone. Thread-safe (Gradio handlers
+    run in threads).
+    """
+
+    def __init__(self, *, max_resident: int = 1) -> None:
+        self.max_resident = max_resident
+        self._resident: OrderedDict[tuple[str, str], Qwen3VLBackbone] = OrderedDict()
+        self._lock = threading.RLock()
+
+    def get(self, name: str, *, device: str | torch.device | None = None) -> Qwen3VLBackbone:
+        spec = get_backbone_spec(name)
+        where = resolve_device(device)
+        key = (name, str(where))
+        with self._lock:
+            if key in self._resident:
+                self._resident.move_to_end(key)
+                return self._resident[key]
+            # Make room first, so that the new weights never sit beside more than max_resident - 1 others.
+            self.shrink(self.max_resident - 1)
+            backbone = build_backbone(spec, where)
+            self._resident[key] = backbone
+            return backbone
+
+    def resident(self) -> list[tuple[str, str]]:
+        """(name, device) of the loaded backbones, least recently used first."""
+        with self._lock:
+            return list(self._resident)
+
+    def shrink(self, size: int | None = None) -> None:
+        """Evict least recently used backbones until at most ``size`` (default ``max_resident``) remain."""
+        limit = self.max_resident if size is None else size
+        with self._lock:
+            while len(self._resident) > max(limit, 0):
+                _, backbone = self._resident.popitem(last=False)
+                self._free(backbone)
+
+    @staticmethod
+    def _free(backbone: Qwen3VLBackbone) -> None:
+        on_gpu = backbone.model is not None and backbone.device.type == "cuda"
+        backbone.release()
+        gc.collect()
+        if on_gpu:
+            torch.cuda.empty_cache()
+
+
+_CACHE = BackboneCache(max_resident=1)
+
+
+def load_backbone(name: str, *, device: str | torch.device | None = None) -> Qwen3VLBackbone:
+    """The backbone called ``name`` (see ``list_backbones()``), loaded on first use and cached.
+
+    ``device`` defaults to CUDA when available, else CPU. At most ``max_resident`` backbones stay loaded
+    (``set_max_resident``; default 1). Raises ModelLoadError when the weights cannot be fetched and
+    UnknownNameError (listing the valid names) for an unknown name.
+    """
+    return _CACHE.get(name, device=device)
+
+
+def set_max_resident(count: int) -> None:
+    """How many backbones may stay loaded at once (at least 1); evicts at once if more are loaded."""
+    if count < 1:
+        raise ValueError(f"max_resident must be >= 1, got {count}")
+    _CACHE.max_resident = count
+    _CACHE.shrink()
+
+
+def resident_backbones() -> list[tuple[str, str]]:
+    """(name, device) of the loaded backbones, least recently used first."""
+    return _CACHE.resident()
+
+
+def unload_all() -> None:
+    """Evict every loaded backbone."""
+    _CACHE.shrink(0)

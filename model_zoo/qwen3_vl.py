@@ -1,0 +1,348 @@
+"""The Qwen3-VL backbone adapter: encode a video once, answer from any set of visual tokens.
+
+``Qwen3VLBackbone`` wraps a transformers ``Qwen3VLForConditionalGeneration`` and its tokenizer. It implements
+``compressors.base.BackboneHooks`` structurally (``num_layers``, ``clip_attention``, ``next_token_logits``)
+without importing ``compressors``: segments are any objects with ``text``/``embeds``/``positions``/
+``deepstack`` (``model_zoo.prompt.VisualSegmentLike``).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from model_zoo import engine
+from model_zoo.engine import KeepRule
+from model_zoo.preprocess import VideoInputs, VideoPreprocessConfig, preprocess_video
+from model_zoo.prompt import PromptLayout, SpecialIds, VisualSegmentLike, build_layout, encode_text
+from model_zoo.variants import BackboneSpec
+
+
+@dataclass
+class VisualTokens:
+    """One video's visual tokens, encoded once (satisfies ``compressors.base.EncodedVideo``).
+
+    ``embeds`` [G, P, D] merger output, row-major over the merged (h, w) ``grid``; ``deepstack`` levels x
+    [G, P, D] aligned token for token; ``group_times`` [G] float64 seconds (mean of the group's two frame
+    times); ``positions`` [G, P, 3] each token's local (t, h, w) when its group is laid out as the stock
+    model lays it out (its own block, t = 0); ``grid_thw`` the (G, gh, gw) patch grid (``video_grid_thw``);
+    ``frame_size`` the resized (height, width); ``num_frames`` real frames, ``padded`` repeats added.
+    """
+
+    embeds: torch.Tensor
+    deepstack: list[torch.Tensor]
+    grid: tuple[int, int]
+    group_times: torch.Tensor
+    positions: torch.Tensor
+    grid_thw: tuple[int, int, int]
+    frame_size: tuple[int, int]
+    num_frames: int
+    padded: int
+    frames_per_group: int = 2
+
+    @property
+    def num_groups(self) -> int:
+        return int(self.embeds.shape[0])
+
+    @property
+    def tokens_per_group(self) -> int:
+        return int(self.embeds.shape[1])
+
+
+def grid_positions(h: int, w: int) -> torch.Tensor:
+    """Local (0, row, col) positions of an h x w merged grid, row-major: [h*w, 3] long."""
+    rows, cols = torch.meshgrid(torch.arange(h), torch.arange(w), indexing="ij")
+    return torch.stack([torch.zeros_like(rows), rows, cols], dim=-1).reshape(-1, 3)
+
+
+def _synchronize(device: torch.device) -> None:
+    """Wait for queued GPU work so that timings measure it (no-op on CPU)."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+@dataclass
+class Generation:
+    """A streaming greedy answer. Iterate it for text deltas as tokens are generated; afterwards (or on first
+    access, which finishes the generation) ``text``, ``token_ids`` (EOS included when produced, as stock
+    ``generate`` returns it) and ``stats``:
+
+    ``visual_tokens`` visual tokens the LLM received; ``prompt_tokens`` prompt length; ``per_layer_visual``
+    visual tokens each decoder layer saw in prefill; ``kv_lengths`` cached tokens per layer at the end;
+    ``new_tokens``; ``prefill_s``; ``decode_s``.
+    """
+
+    backbone: Qwen3VLBackbone
+    layout: PromptLayout
+    keep: KeepRule | None
+    max_new_tokens: int
+    token_ids: list[int] = field(default_factory=list)
+    stats: dict = field(default_factory=dict)
+    _text: str = ""
+    _stream: Iterator[str] | None = None
+
+    def __iter__(self) -> Iterator[str]:
+        if self._stream is None:
+            self._stream = self._run()
+        return self._stream
+
+    @property
+    def text(self) -> str:
+        for _ in self:
+            pass
+        return self._text
+
+    def _run(self) -> Iterator[str]:
+        model, device = self.backbone.model, self.backbone.device
+        start = time.perf_counter()
+        first = engine.prefill(model, self.layout, keep=self.keep)
+        _synchronize(device)
+        self.stats.update(
+            visual_tokens=self.layout.num_visual,
+            prompt_tokens=int(self.layout.input_ids.numel()),
+            per_layer_visual=first.per_layer_visual,
+            prefill_s=time.perf_counter() - start,
+        )
+        steps = engine.greedy_tokens(
+            model,
+            first,
+            start_position=self.layout.max_position + 1,
+            max_new_tokens=self.max_new_tokens,
+            eos_ids=self.backbone.eos_ids,
+        )
+        decode_s = 0.0
+        while True:
+            tick = time.perf_counter()
+            token = next(steps, None)
+            _synchronize(device)
+            decode_s += time.perf_counter() - tick
+            if token is None:
+                break
+            self.token_ids.append(token)
+            delta = self._new_text()
+            if delta:
+                yield delta
+        self.stats.update(new_tokens=len(self.token_ids), decode_s=decode_s, kv_lengths=first.cache.lengths())
+        tail = self._new_text(final=True)
+        if tail:
+            yield tail
+
+    def _new_text(self, *, final: bool = False) -> str:
+        """Text added since the last delta; held back while it ends inside a multi-byte character."""
+        text = self.backbone.tokenizer.decode(
+            self.token_ids, skip_special_tokens=True, clean_up_tokenization_spaces=False
+        )
+        if (text.endswith("\ufffd") and not final) or not text.startswith(self._text):
+            return ""
+        delta, self._text = text[len(self._text) :], text
+        return delta
+
+
+class Qwen3VLBackbone:
+    """A loaded Qwen3-VL checkpoint (or the tiny random one) with the hooks every method needs.
+
+    ``outer_vision_tokens`` chooses the prompt layout transformers 5.x produces (an extra
+    ``<|vision_start|>``/``<|vision_end|>`` around the video) instead of the Qwen reference one (default);
+    see ``model_zoo.prompt``.
+    """
+
+    def __init__(
+        self,
+        spec: BackboneSpec,
+        model,
+        tokenizer,
+        *,
+        preprocess: VideoPreprocessConfig,
+        outer_vision_tokens: bool = False,
+    ) -> None:
+        self.spec = spec
+        self.model = model
+        self.tokenizer = tokenizer
+        self.preprocess = preprocess
+        self.outer_vision_tokens = outer_vision_tokens
+        config = model.config
+        self.num_layers: int = config.text_config.num_hidden_layers
+        self.deepstack_levels = len(config.vision_config.deepstack_visual_indexes)
+        self.ids = SpecialIds(
+            vision_start=config.vision_start_token_id,
+            vision_end=config.vision_end_token_id,
+            video_pad=config.video_token_id,
+            pad=tokenizer.pad_token_id if tokenizer.pad_token_id is not None else config.video_token_id,
+        )
+        self._check_tokenizer()
+        self.eos_ids = self._eos_ids()
+
+    @property
+    def device(self) -> torch.device:
+        return self.model.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.model.dtype
+
+    def _check_tokenizer(self) -> None:
+        """The tokenizer must map the special strings to the ids the model config expects."""
+        expected = {
+            "<|vision_start|>": self.ids.vision_start,
+            "<|vision_end|>": self.ids.vision_end,
+            "<|video_pad|>": self.ids.video_pad,
+        }
+        got = {token: self.tokenizer.convert_tokens_to_ids(token) for token in expected}
+        if got != expected:
+            raise ValueError(
+                f"tokenizer and model disagree on special token ids: model {expected}, tokenizer {got}"
+            )
+
+    def _eos_ids(self) -> tuple[int, ...]:
+        """Stop ids: the generation config's EOS ids and ``<|im_end|>`` (the end of an assistant turn)."""
+        eos = self.model.generation_config.eos_token_id
+        eos = [] if eos is None else [eos] if isinstance(eos, int) else list(eos)
+        im_end = self.tokenizer.convert_tokens_to_ids("<|im_end|>")
+        return tuple(dict.fromkeys([*eos, *([im_end] if isinstance(im_end, int) else [])]))
+
+    def release(self) -> None:
+        """Drop the references to the weights (the loader then frees GPU memory)."""
+        self.model = None
+
+    # ------------------------------------------------------------------ encode
+
+    def preprocess_frames(
+        self,
+        frames: np.ndarray,
+        timestamps: Sequence[float],
+        *,
+        preprocess: VideoPreprocessConfig | None = None,
+    ) -> VideoInputs:
+        """Frames → ``pixel_values_videos`` / ``video_grid_thw`` / group times (``model_zoo.preprocess``)."""
+        return preprocess_video(frames, timestamps, preprocess or self.preprocess)
+
+    @torch.inference_mode()
+    def encode(
+        self,
+        frames: np.ndarray,
+        timestamps: Sequence[float],
+        *,
+        preprocess: VideoPreprocessConfig | None = None,
+    ) -> VisualTokens:
+        """Frames [T, H, W, 3] uint8 RGB and their times (s) → ``VisualTokens`` [G, P, D], in ONE vision pass.
+
+        T is padded to even by repeating the last frame. The vision tower attends within each group of two
+        frames (``cu_seqlens`` per temporal patch), so one batched pass equals per-group passes.
+        """
+        inputs = self.preprocess_frames(frames, timestamps, preprocess=preprocess)
+        out = self.model.model.get_video_features(
+            inputs.pixel_values_videos.to(self.device),
+            inputs.video_grid_thw.to(self.device),
+            return_dict=True,
+        )
+        g, gh, gw = (int(x) for x in inputs.video_grid_thw[0])
+        merge = self.model.config.vision_config.spatial_merge_size
+        h, w = gh // merge, gw // merge
+        return VisualTokens(
+            embeds=out.pooler_output[0].reshape(g, h * w, -1),
+            deepstack=[level[0].reshape(g, h * w, -1) for level in out.deepstack_features],
+            grid=(h, w),
+            group_times=inputs.group_times,
+            positions=grid_positions(h, w).repeat(g, 1, 1).to(self.device),
+            grid_thw=(g, gh, gw),
+            frame_size=inputs.frame_size,
+            num_frames=inputs.num_frames,
+            padded=inputs.padded,
+        )
+
+    # ------------------------------------------------------------------ prompts
+
+    def layout(
+        self, segments: Sequence[VisualSegmentLike], user_text: str, *, system: str | None = None
+    ) -> PromptLayout:
+        """The prompt [system?, user: segments then ``user_text``, generation prompt] as ids and positions."""
+        return build_layout(
+            self.tokenizer,
+            self.ids,
+            segments,
+            user_text,
+            system=system,
+            deepstack_levels=self.deepstack_levels,
+            outer_vision_tokens=self.outer_vision_tokens,
+        )
+
+    # ------------------------------------------------------------------ answering
+
+    def generate(
+        self,
+        question: str,
+        segments: Sequence[VisualSegmentLike],
+        *,
+        keep: KeepRule | None = None,
+        max_new_tokens: int = 128,
+        system: str | None = None,
+    ) -> Generation:
+        """Greedy answer to ``question`` about ``segments`` (in order), streamed as a ``Generation``.
+
+        The prompt is checked now (placeholders = tokens, shapes, DeepStack levels); the model runs while the
+        ``Generation`` is iterated. ``keep`` may drop visual tokens after chosen layers during prefill.
+        """
+        if max_new_tokens < 1:
+            raise engine.EngineError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
+        layout = self.layout(segments, question, system=system)
+        return Generation(self, layout, keep, max_new_tokens)
+
+    # ------------------------------------------------------------------ hooks for the compressors
+
+    def clip_attention(
+        self, clips: Sequence[Sequence[VisualSegmentLike]], question: str, layers: Sequence[int]
+    ) -> torch.Tensor:
+        """[len(layers), len(clips)] float32: attention from the question's tokens to each clip's visual tokens.
+
+        One fresh sequence [chat prefix, every clip's segments, question, chat suffix] with its own local
+        positions; per layer, softmax(QK^T/sqrt(d)) for the question rows only, averaged over heads, question
+        rows and the clip's tokens (XComp's QC-Comp, arXiv 2604.14149). Works with sdpa models.
+        """
+        if not clips or any(len(clip) == 0 for clip in clips):
+            raise engine.EngineError("every clip needs at least one segment")
+        layout = self.layout([seg for clip in clips for seg in clip], question)
+        bounds = np.cumsum([0, *(len(clip) for clip in clips)])
+        columns = [
+            torch.cat(layout.segment_columns[a:b]) for a, b in zip(bounds[:-1], bounds[1:], strict=True)
+        ]
+        start, end = layout.user_span
+        if end <= start:
+            raise engine.EngineError("the question is empty: no query rows to read attention from")
+        return engine.query_attention(
+            self.model, layout, rows=torch.arange(start, end), columns=columns, layers=layers, reduce="mean"
+        ).float()
+
+    def word_ids(self, words: Sequence[str]) -> list[int]:
+        """One token id per word; ValueError naming the word when it is not a single token."""
+        ids = []
+        for word in words:
+            tokens = encode_text(self.tokenizer, word)
+            if len(tokens) != 1:
+                pieces = self.tokenizer.convert_ids_to_tokens(tokens)
+                raise ValueError(f"{word!r} must be a single token to read its logit, but it is {pieces}")
+            ids.append(tokens[0])
+        return ids
+
+    def next_token_logits(
+        self,
+        prompts: Sequence[Sequence[VisualSegmentLike]],
+        *,
+        system: str,
+        user_text: str,
+        words: Sequence[str],
+    ) -> torch.Tensor:
+        """[len(prompts), len(words)] float32 logits of ``words`` at each prompt's last position.
+
+        Prompt b is the chat [system, user: prompts[b]'s segments then ``user_text``, generation prompt]; the
+        prompts run as one right-padded batch (Tempo's relevance prior, arXiv 2604.08120).
+        """
+        word_ids = self.word_ids(words)
+        if not prompts:
+            return torch.zeros(0, len(word_ids))
+        layouts = [self.layout(p, user_text, system=system) for p in prompts]
+        logits = engine.batched_last_logits(self.model, layouts, pad_id=self.ids.pad)
+        return logits[:, word_ids].float().cpu()

@@ -1,0 +1,195 @@
+"""The model zoo's registries: backbones and variants, named ``<backbone>.<method>`` (``qwen3vl-2b.tempo``).
+
+A variant is one flat frozen dataclass (timm's registry style): which backbone, which compression method with
+which options, and the sampling defaults. Defaults follow ``METHODS.md``: 1 fps, 8-frame segments, a
+4096-token budget and at most 1024 frames on GPU-sized backbones; the offline ``tiny-random`` backbone uses
+small budgets and few frames so CPU tests stay fast. A new variant is one ``Variant``; a new backbone one
+``BackboneSpec`` (plus an adapter for a new family).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+TINY = "tiny-random"
+
+#: Options of each method, as keyword arguments of its compressor (``compressors.build(method, **options)``),
+#: with the values METHODS.md gives.
+METHOD_OPTIONS: dict[str, dict[str, Any]] = {
+    "espresso": {"spatial_share": 0.75},
+    "xcomp": {
+        "tokens_per_frame": 16,
+        "window_frames": 64,
+        "window_stride": 32,
+        "clip_frames": 8,
+        "lp_comp": True,
+    },
+    "tempo": {"min_tokens": 4, "max_tokens": 128},
+    "uniform": {},
+    "pool": {},
+}
+
+METHOD_LABELS: dict[str, str] = {
+    "espresso": "Espresso (training-free: pooling stands in for the learned compressors)",
+    "xcomp": "XComp (training-free: ToMe + question-conditioned frame selection + progressive compression)",
+    "tempo": "Tempo (training-free: the backbone's relevance prior + adaptive token allocation)",
+    "uniform": "Uniform frame sampling (stock layout)",
+    "pool": "Average pooling of every frame",
+}
+
+METHOD_NOTES: dict[str, str] = {
+    "espresso": "arXiv 2412.04729; no public weights, so the learned Q-Formers are replaced by average pooling.",
+    "xcomp": "arXiv 2604.14149 (NeurIPS 2025); LP-Comp without the paper's fine-tuning.",
+    "tempo": "arXiv 2604.08120; the shared backbone scores relevance (Tempo-6B's own weights are not used).",
+    "uniform": "Baseline: frames subsampled uniformly until they fit the budget.",
+    "pool": "Baseline: every frame kept, each group's token grid average-pooled to fit the budget.",
+}
+
+
+class UnknownNameError(KeyError):
+    """A backbone or variant name that is not registered; the message lists the valid names."""
+
+    def __str__(self) -> str:  # KeyError would print the message with quotes around it
+        return str(self.args[0])
+
+
+@dataclass(frozen=True)
+class BackboneSpec:
+    """One loadable backbone: where its weights live and what a run on it defaults to."""
+
+    name: str
+    family: str  # adapter family: "qwen3_vl"
+    hub_id: str | None  # None: built offline (tiny-random)
+    revision: str
+    license: str
+    num_layers: int  # decoder layers of the answering LLM
+    label: str
+    fps: float = 1.0
+    max_frames: int = 1024
+    segment_frames: int = 8
+    budget: int = 4096
+    needs_gpu: bool = True
+    notes: str = ""
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One backbone + one method + defaults: what a column of the comparison runs.
+
+    ``options`` are the method's keyword options as sorted (name, value) pairs (hashable, immutable);
+    ``options_dict()`` gives them as a dict for ``compressors.build``.
+    """
+
+    name: str
+    backbone: str
+    method: str
+    hub_id: str | None
+    revision: str
+    license: str
+    fps: float
+    max_frames: int
+    segment_frames: int
+    budget: int
+    options: tuple[tuple[str, Any], ...] = field(default=())
+    label: str = ""
+    notes: str = ""
+
+    def options_dict(self) -> dict[str, Any]:
+        return dict(self.options)
+
+
+_BACKBONES = (
+    BackboneSpec(
+        name="qwen3vl-2b",
+        family="qwen3_vl",
+        hub_id="Qwen/Qwen3-VL-2B-Instruct",
+        revision="main",
+        license="apache-2.0",
+        num_layers=28,
+        label="Qwen3-VL-2B-Instruct",
+        notes="Tempo's own small VLM.",
+    ),
+    BackboneSpec(
+        name="qwen3vl-4b",
+        family="qwen3_vl",
+        hub_id="Qwen/Qwen3-VL-4B-Instruct",
+        revision="main",
+        license="apache-2.0",
+        num_layers=36,
+        label="Qwen3-VL-4B-Instruct",
+    ),
+    BackboneSpec(
+        name="qwen3vl-8b",
+        family="qwen3_vl",
+        hub_id="Qwen/Qwen3-VL-8B-Instruct",
+        revision="main",
+        license="apache-2.0",
+        num_layers=36,
+        label="Qwen3-VL-8B-Instruct",
+    ),
+    BackboneSpec(
+        name=TINY,
+        family="qwen3_vl",
+        hub_id=None,
+        revision="local",
+        license="apache-2.0",
+        num_layers=4,
+        label="Tiny random Qwen3-VL (offline tests; answers are noise)",
+        max_frames=32,
+        budget=256,
+        needs_gpu=False,
+        notes="Built in memory by model_zoo.tiny.build_tiny: real classes, random weights, no download.",
+    ),
+)
+
+backbones: dict[str, BackboneSpec] = {b.name: b for b in _BACKBONES}
+
+
+def make_variant(spec: BackboneSpec, method: str) -> Variant:
+    """The variant of ``method`` on ``spec`` with the backbone's defaults and the method's options."""
+    return Variant(
+        name=f"{spec.name}.{method}",
+        backbone=spec.name,
+        method=method,
+        hub_id=spec.hub_id,
+        revision=spec.revision,
+        license=spec.license,
+        fps=spec.fps,
+        max_frames=spec.max_frames,
+        segment_frames=spec.segment_frames,
+        budget=spec.budget,
+        options=tuple(sorted(METHOD_OPTIONS[method].items())),
+        label=f"{spec.label} · {METHOD_LABELS[method]}",
+        notes=METHOD_NOTES[method],
+    )
+
+
+variants: dict[str, Variant] = {
+    v.name: v for v in (make_variant(b, m) for b in _BACKBONES for m in METHOD_OPTIONS)
+}
+
+
+def _lookup(kind: str, registry, name: str):
+    if name not in registry:
+        raise UnknownNameError(f"unknown {kind} {name!r}; valid names: {', '.join(registry)}")
+    return registry[name]
+
+
+def list_variants() -> list[str]:
+    """Every variant name, backbone by backbone."""
+    return list(variants)
+
+
+def get_variant(name: str) -> Variant:
+    """The variant called ``name``; UnknownNameError (a KeyError) listing the valid names otherwise."""
+    return _lookup("variant", variants, name)
+
+
+def list_backbones() -> list[str]:
+    return list(backbones)
+
+
+def get_backbone_spec(name: str) -> BackboneSpec:
+    """The backbone called ``name``; UnknownNameError listing the valid names otherwise."""
+    return _lookup("backbone", backbones, name)
