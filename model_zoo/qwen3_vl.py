@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -65,43 +65,55 @@ def _synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-@dataclass
 class Generation:
-    """A streaming greedy answer. Iterate it for text deltas as tokens are generated; afterwards (or on first
-    access, which finishes the generation) ``text``, ``token_ids`` (EOS included when produced, as stock
-    ``generate`` returns it) and ``stats``:
+    """A streaming greedy answer. Iterate it for text deltas as tokens are generated. ``text``, ``token_ids``
+    (EOS included when produced, as stock ``generate`` returns it) and ``stats`` finish the generation first
+    when it has not finished yet. A generation streams once.
 
-    ``visual_tokens`` visual tokens the LLM received; ``prompt_tokens`` prompt length; ``per_layer_visual``
-    visual tokens each decoder layer saw in prefill; ``kv_lengths`` cached tokens per layer at the end;
-    ``new_tokens``; ``prefill_s``; ``decode_s``.
+    ``stats``: ``visual_tokens`` visual tokens the LLM received; ``prompt_tokens`` prompt length;
+    ``per_layer_visual`` visual tokens each decoder layer saw in prefill; ``kv_lengths`` cached tokens per
+    layer at the end; ``new_tokens``; ``prefill_s``; ``decode_s``.
     """
 
-    backbone: Qwen3VLBackbone
-    layout: PromptLayout
-    keep: KeepRule | None
-    max_new_tokens: int
-    token_ids: list[int] = field(default_factory=list)
-    stats: dict = field(default_factory=dict)
-    _text: str = ""
-    _stream: Iterator[str] | None = None
+    def __init__(
+        self, backbone: Qwen3VLBackbone, layout: PromptLayout, *, keep: KeepRule | None, max_new_tokens: int
+    ) -> None:
+        self.backbone, self.layout, self.keep, self.max_new_tokens = backbone, layout, keep, max_new_tokens
+        self._token_ids: list[int] = []
+        self._stats: dict = {}
+        self._text = ""
+        self._stream: Iterator[str] | None = None
 
     def __iter__(self) -> Iterator[str]:
         if self._stream is None:
             self._stream = self._run()
         return self._stream
 
-    @property
-    def text(self) -> str:
+    def _finish(self) -> None:
         for _ in self:
             pass
+
+    @property
+    def text(self) -> str:
+        self._finish()
         return self._text
+
+    @property
+    def token_ids(self) -> list[int]:
+        self._finish()
+        return list(self._token_ids)
+
+    @property
+    def stats(self) -> dict:
+        self._finish()
+        return dict(self._stats)
 
     def _run(self) -> Iterator[str]:
         model, device = self.backbone.model, self.backbone.device
         start = time.perf_counter()
         first = engine.prefill(model, self.layout, keep=self.keep)
         _synchronize(device)
-        self.stats.update(
+        self._stats.update(
             visual_tokens=self.layout.num_visual,
             prompt_tokens=int(self.layout.input_ids.numel()),
             per_layer_visual=first.per_layer_visual,
@@ -122,11 +134,13 @@ class Generation:
             decode_s += time.perf_counter() - tick
             if token is None:
                 break
-            self.token_ids.append(token)
+            self._token_ids.append(token)
             delta = self._new_text()
             if delta:
                 yield delta
-        self.stats.update(new_tokens=len(self.token_ids), decode_s=decode_s, kv_lengths=first.cache.lengths())
+        self._stats.update(
+            new_tokens=len(self._token_ids), decode_s=decode_s, kv_lengths=first.cache.lengths()
+        )
         tail = self._new_text(final=True)
         if tail:
             yield tail
@@ -134,7 +148,7 @@ class Generation:
     def _new_text(self, *, final: bool = False) -> str:
         """Text added since the last delta; held back while it ends inside a multi-byte character."""
         text = self.backbone.tokenizer.decode(
-            self.token_ids, skip_special_tokens=True, clean_up_tokenization_spaces=False
+            self._token_ids, skip_special_tokens=True, clean_up_tokenization_spaces=False
         )
         if (text.endswith("\ufffd") and not final) or not text.startswith(self._text):
             return ""
@@ -289,7 +303,7 @@ class Qwen3VLBackbone:
         if max_new_tokens < 1:
             raise engine.EngineError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
         layout = self.layout(segments, question, system=system)
-        return Generation(self, layout, keep, max_new_tokens)
+        return Generation(self, layout, keep=keep, max_new_tokens=max_new_tokens)
 
     # ------------------------------------------------------------------ hooks for the compressors
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import copy
 import dataclasses
+import json
 import subprocess
 import sys
 import time
@@ -183,3 +185,42 @@ def test_importing_the_zoo_does_not_initialise_cuda():
     root = Path(__file__).resolve().parents[1]
     out = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_a_checkpoint_loads_through_the_hub_path_with_its_own_preprocessing_and_template(
+    tmp_path, monkeypatch
+):
+    """The real-checkpoint path end to end, offline: a saved tiny checkpoint stands in for the hub repo."""
+    model, tokenizer = build_tiny(0)
+    model.save_pretrained(tmp_path)
+    template = tokenizer.chat_template
+    bare = copy.deepcopy(tokenizer)
+    bare.chat_template = None  # Qwen3-VL ships its template beside the processor, not in the tokenizer
+    bare.save_pretrained(tmp_path)
+    (tmp_path / "chat_template.json").write_text(json.dumps({"chat_template": template}))
+    video_config = {"size": {"shortest_edge": 4096, "longest_edge": 65536}, "image_mean": [0.4, 0.5, 0.6]}
+    (tmp_path / "video_preprocessor_config.json").write_text(json.dumps(video_config))
+    requested = []
+
+    def fake_download(repo_id, filename, *, revision):
+        requested.append((repo_id, filename, revision))
+        return str(tmp_path / filename)
+
+    monkeypatch.setattr(loading, "hf_hub_download", fake_download)
+    spec = dataclasses.replace(
+        model_zoo.get_backbone_spec("qwen3vl-2b"), hub_id=str(tmp_path), revision="abc123"
+    )
+    backbone = loading.build_backbone(spec, torch.device("cpu"))
+    assert {(f, r) for _, f, r in requested} == {
+        ("video_preprocessor_config.json", "abc123"),
+        ("chat_template.json", "abc123"),
+    }
+    assert backbone.dtype == torch.float32 and backbone.tokenizer.chat_template == template
+    assert eng_attention(backbone) == "sdpa"
+    assert (backbone.preprocess.min_pixels, backbone.preprocess.max_pixels) == (4096, 65536)
+    assert backbone.preprocess.image_mean == (0.4, 0.5, 0.6)
+    assert torch.equal(backbone.model.lm_head.weight, model.lm_head.weight)
+
+
+def eng_attention(backbone) -> str:
+    return backbone.model.model.language_model.config._attn_implementation
