@@ -6,3 +6,35 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+# --- media: generated test videos and a local web server (helpers in tests/videos.py) ---
+import pytest  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def test_videos(tmp_path_factory):
+    """tests.videos.VideoSet: `test_videos["h264.mp4"]` makes (once per session) and returns a small video."""
+    from tests.videos import VideoSet
+
+    return VideoSet(tmp_path_factory.mktemp("videos"))
+
+
+@pytest.fixture(scope="session")
+def video_server(test_videos):
+    """tests.videos.VideoServer on 127.0.0.1 serving clip.mp4 (4 s), long.mp4 (12 s) and big.mp4 (~1 MB)."""
+    from tests.videos import VideoServer, make_clip, write_video
+
+    folder = test_videos.folder / "served"
+    folder.mkdir(exist_ok=True)
+    make_clip(folder / "clip.mp4", 4)
+    make_clip(folder / "long.mp4", 12)
+    write_video(folder / "big.mp4", 20, size=(640, 360), options={"crf": "0"}, draw=_noise)
+    with VideoServer(folder) as server:
+        yield server
+
+
+def _noise(index, width, height):
+    import numpy as np
+
+    return np.random.default_rng(index).integers(0, 256, (height, width, 3), dtype=np.uint8)

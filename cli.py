@@ -1,0 +1,174 @@
+"""The arena's core from a terminal. Every command prints one JSON object on stdout.
+
+    python cli.py probe VIDEO
+    python cli.py sample VIDEO --fps F --max-frames N [--max-side S] [--out DIR]
+    python cli.py fetch URL [--out DIR] [--max-duration S] [--max-size-mb M] [--allow-private]
+
+A user error (a video we cannot use, a bad argument) prints one plain line on stderr and exits with code 2,
+never a traceback. To add a command, write `add_<name>(commands)` that registers its parser and sets
+`run=<function(args) -> dict>`, then append it to COMMANDS.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import media
+
+USER_ERROR = 2
+
+
+class UserError(Exception):
+    """A mistake the user can fix; its message is printed as is."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage mistake is one plain line on stderr (exit code 2), not usage plus message."""
+
+    def error(self, message: str) -> None:
+        self.exit(USER_ERROR, f"{self.prog}: {message} (see --help)\n")
+
+
+def _positive(kind: type) -> Callable[[str], float | int]:
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
+        if not value > 0:
+            raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
+        return value
+
+    return parse
+
+
+def _max_side(text: str) -> int | None:
+    """--max-side: a positive pixel count, or 0 for full size."""
+    return None if text.strip() == "0" else _positive(int)(text)
+
+
+# -------------------------------------------------------------------------------------------- probe
+
+
+def run_probe(args: argparse.Namespace) -> dict:
+    return media.probe(args.video).to_dict()
+
+
+def add_probe(commands) -> None:
+    p = commands.add_parser("probe", help="describe a video: duration, fps, size as displayed, codec")
+    p.add_argument("video", help="path to a video file")
+    p.set_defaults(run=run_probe)
+
+
+# ------------------------------------------------------------------------------------------- sample
+
+
+def _write_frames(frames: media.Frames, folder: Path) -> list[str]:
+    """Save every frame as folder/frame_00000.png, ... in timestamp order; returns the file names."""
+    from PIL import Image
+
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        names = []
+        for i, frame in enumerate(frames.frames):
+            name = f"frame_{i:05d}.png"
+            Image.fromarray(frame).save(folder / name)
+            names.append(name)
+    except OSError as e:
+        raise UserError(
+            f"Could not write frames to {str(folder)!r} ({e.strerror or e}); choose another --out folder."
+        ) from e
+    return names
+
+
+def run_sample(args: argparse.Namespace) -> dict:
+    frames = media.sample(args.video, fps=args.fps, max_frames=args.max_frames, max_side=args.max_side)
+    height, width = frames.frames.shape[1:3]
+    result = {
+        "count": len(frames),
+        "size": [int(width), int(height)],
+        "timestamps": [round(float(t), 6) for t in frames.timestamps],
+        "indices": [int(i) for i in frames.indices],
+        "info": frames.info.to_dict() if frames.info else None,
+    }
+    if args.out is not None:
+        result["out"] = str(args.out)
+        result["files"] = _write_frames(frames, args.out)
+    return result
+
+
+def add_sample(commands) -> None:
+    p = commands.add_parser("sample", help="sample timestamped frames uniformly over the whole video")
+    p.add_argument("video", help="path to a video file")
+    p.add_argument("--fps", type=_positive(float), default=1.0, help="frames per second of video (default 1)")
+    p.add_argument(
+        "--max-frames", type=_positive(int), default=256, help="at most this many frames (default 256)"
+    )
+    p.add_argument(
+        "--max-side", type=_max_side, default=640, help="long side in pixels, 0 for full size (default 640)"
+    )
+    p.add_argument("--out", type=Path, help="also write frames there as frame_00000.png, ...")
+    p.set_defaults(run=run_sample)
+
+
+# -------------------------------------------------------------------------------------------- fetch
+
+
+def run_fetch(args: argparse.Namespace) -> dict:
+    fetched = media.fetch(
+        args.url,
+        out_dir=args.out,
+        max_size_mb=args.max_size_mb,
+        max_duration_s=args.max_duration,
+        allow_private=args.allow_private,
+    )
+    path = fetched.keep(args.out)
+    return {"path": str(path), "url": args.url, "info": {**fetched.info.to_dict(), "path": str(path)}}
+
+
+def add_fetch(commands) -> None:
+    p = commands.add_parser("fetch", help="download a video from a link (yt-dlp), within limits")
+    p.add_argument("url", help="http or https link to a video or a page that plays one")
+    p.add_argument("--out", type=Path, default=Path("."), help="folder to save the video in (default: here)")
+    p.add_argument("--max-duration", type=_positive(float), default=3600, help="seconds (default 3600)")
+    p.add_argument("--max-size-mb", type=_positive(float), default=500, help="MB (default 500)")
+    p.add_argument(
+        "--allow-private", action="store_true", help="allow local and private addresses (tests only)"
+    )
+    p.set_defaults(run=run_fetch)
+
+
+# --------------------------------------------------------------------------------------------- main
+
+COMMANDS: list[Callable] = [add_probe, add_sample, add_fetch]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="cli.py", description=__doc__.split("\n\n")[0])
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_Parser)
+    for add in COMMANDS:
+        add(commands)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        result = args.run(args)
+    except (media.VideoError, UserError) as e:
+        print(str(e), file=sys.stderr)
+        return USER_ERROR
+    except KeyboardInterrupt:
+        print("Interrupted.", file=sys.stderr)
+        return 130
+    json.dump(result, sys.stdout)
+    sys.stdout.write("\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

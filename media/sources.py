@@ -1,0 +1,496 @@
+"""Fetching a video from a URL with yt-dlp (as a library), inside our limits and address rules.
+
+One `fetch` = one YoutubeDL whose only request handler is `_GuardedRH`: plain urllib with no proxy, no
+cookies, no file:// or ftp://, every connection made by `urlguard.connect` (each address checked, then
+connected to), every redirect hop checked, and every response body counted against a byte budget while it
+is read. A progress hook aborts the download as soon as the announced or received size passes the cap.
+Only progressive http(s) formats are chosen: HLS and DASH may fall back to an external ffmpeg, which would
+make its own connections outside these checks.
+
+yt-dlp often knows neither duration nor size (direct links, <video> pages) and its own rejections are
+silent, so both are checked again with `probe` after the download. Any failure removes the temporary folder.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import http.client
+import shutil
+import socket
+import tempfile
+import threading
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+import yt_dlp
+from yt_dlp.networking import _urllib as ytdlp_urllib
+from yt_dlp.networking.exceptions import HTTPError as YtdlpHTTPError
+from yt_dlp.networking.exceptions import TransportError
+
+from . import urlguard
+from .errors import (
+    DownloadError,
+    UnsupportedURLError,
+    VideoError,
+    VideoTooLargeError,
+    too_long,
+)
+from .limits import Limits
+from .probe import VideoInfo, probe
+
+PAGE_ALLOWANCE_BYTES = 32 * 2**20  # web pages, player scripts and manifests read on top of the video itself
+PROGRESSIVE = ("http", "https")
+
+
+@dataclass
+class Fetched:
+    """A downloaded video: `path` inside the temporary folder `tmpdir`, which the caller removes.
+
+    Use as a context manager (`with fetch(url) as f:`) or call `cleanup()`; `keep(folder)` moves the file out.
+    """
+
+    path: Path
+    info: VideoInfo
+    url: str
+    tmpdir: Path | None
+
+    def cleanup(self) -> None:
+        if self.tmpdir is not None:
+            shutil.rmtree(self.tmpdir, ignore_errors=True)
+            self.tmpdir = None
+
+    def keep(self, folder: str | Path) -> Path:
+        """Move the video into `folder` (created if needed), remove the temporary folder; returns the new path."""
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        target = folder / self.path.name
+        shutil.move(str(self.path), target)
+        self.cleanup()
+        self.path = target
+        return target
+
+    def __enter__(self) -> Fetched:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.cleanup()
+
+
+class _Refused(OSError):
+    """Raised inside yt-dlp's networking to stop it; the typed reason waits in `_FetchState.problem`."""
+
+
+class _FetchState:
+    """What one fetch allows and what went wrong, shared by the connection, response and progress hooks.
+
+    A watchdog timer shuts every socket of the fetch down when `timeout_s` is spent, so a server that
+    trickles bytes cannot hold a request past the deadline.
+    """
+
+    def __init__(self, limits: Limits, timeout_s: float, allow_private: bool) -> None:
+        self.limits, self.timeout_s, self.allow_private = limits, timeout_s, allow_private
+        self.budget = limits.max_size_bytes + PAGE_ALLOWANCE_BYTES
+        self.received = 0
+        self.problem: VideoError | None = None
+        self._sockets: list[socket.socket] = []
+        self._lock = threading.Lock()
+        self._expired = False
+        self._timer = threading.Timer(timeout_s, self.expire)
+        self._timer.daemon = True
+
+    def __enter__(self) -> _FetchState:
+        self._timer.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._timer.cancel()
+        with self._lock:
+            for sock in self._sockets:
+                sock.close()
+            self._sockets.clear()
+
+    def fail(self, error: VideoError) -> _Refused:
+        """Remember the first problem; returns an OSError for yt-dlp's networking to carry."""
+        if self.problem is None:
+            self.problem = error
+        return _Refused(error.message)
+
+    def _timeout_error(self) -> DownloadError:
+        return DownloadError(
+            f"The download took longer than {self.timeout_s:g} s; try a shorter video or try later."
+        )
+
+    def expire(self) -> None:
+        with self._lock:
+            self._expired = True
+            self.fail(self._timeout_error())
+            for sock in self._sockets:
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)
+
+    def spend(self, count: int) -> None:
+        self.received += count
+        if self.received > self.budget:
+            raise self.fail(_too_large(self.limits))
+
+    def connect(self, address, timeout=None, source_address=None) -> socket.socket:
+        """Connection factory for http.client: guarded by urlguard, watched by the timer."""
+        if not isinstance(timeout, int | float):
+            timeout = self.timeout_s
+        try:
+            sock = urlguard.connect(address, min(timeout, self.timeout_s), allow_private=self.allow_private)
+        except VideoError as e:
+            raise self.fail(e) from e
+        with self._lock:
+            if self._expired:
+                sock.close()
+                raise self.fail(self._timeout_error())
+            self._sockets.append(
+                sock.dup()
+            )  # the dup survives TLS wrapping; shutting it down ends the connection
+        return sock
+
+    def check_hop(self, url: str) -> None:
+        try:
+            urlguard.check_url(url, allow_private=self.allow_private)
+        except VideoError as e:
+            raise self.fail(e) from e
+
+
+def _too_large(limits: Limits) -> VideoTooLargeError:
+    return VideoTooLargeError(
+        f"The video is larger than the {limits.max_size_mb:g} MB limit; choose a shorter or lower-resolution one."
+    )
+
+
+# ------------------------------------------------------------------------------------ yt-dlp networking
+
+
+class _CountingReader:
+    """Wraps an HTTP response's socket file; every byte read is charged to the fetch's budget as it arrives."""
+
+    def __init__(self, raw, state: _FetchState) -> None:
+        self._raw, self._state = raw, state
+
+    def _allow(self, n: int | None) -> int:
+        room = max(0, self._state.budget - self._state.received) + 1  # one byte past the cap trips it
+        return room if n is None or n < 0 else min(n, room)
+
+    def read(self, n: int | None = None) -> bytes:
+        if n is not None and n >= 0:
+            return self._charged(self._raw.read(self._allow(n)))
+        parts = []
+        while chunk := self._charged(self._raw.read(self._allow(1 << 16))):
+            parts.append(chunk)
+        return b"".join(parts)
+
+    def read1(self, n: int = -1) -> bytes:
+        return self._charged(self._raw.read1(self._allow(n if n >= 0 else 1 << 16)))
+
+    def readinto(self, buffer) -> int:
+        view = memoryview(buffer).cast("B")
+        count = self._raw.readinto(view[: self._allow(len(view))]) or 0
+        self._state.spend(count)
+        return count
+
+    def readline(self, limit: int = -1) -> bytes:
+        return self._charged(self._raw.readline(limit))
+
+    def _charged(self, data: bytes) -> bytes:
+        self._state.spend(len(data))
+        return data
+
+    def __getattr__(self, name):
+        return getattr(self._raw, name)
+
+
+class _CountingHTTPResponse(http.client.HTTPResponse):
+    def __init__(self, sock, *args, state: _FetchState, **kwargs) -> None:
+        super().__init__(sock, *args, **kwargs)
+        self.fp = _CountingReader(self.fp, state)
+
+
+class _GuardedHTTPHandler(ytdlp_urllib.HTTPHandler):
+    """yt-dlp's urllib handler (compression, headers), with our connections and counted responses."""
+
+    def __init__(self, state: _FetchState, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self._state = state
+
+    def _connection(self, base, *args, **kwargs):
+        conn = base(*args, **kwargs)
+        conn._create_connection = self._state.connect
+        conn.response_class = functools.partial(_CountingHTTPResponse, state=self._state)
+        return conn
+
+    def http_open(self, req):
+        return self.do_open(functools.partial(self._connection, http.client.HTTPConnection), req)
+
+    def https_open(self, req):
+        conn = functools.partial(self._connection, http.client.HTTPSConnection)
+        return self.do_open(conn, req, context=self._context)
+
+
+class _GuardedRedirectHandler(ytdlp_urllib.RedirectHandler):
+    def __init__(self, state: _FetchState) -> None:
+        super().__init__()
+        self._state = state
+
+    def redirect_request(self, req, fp, code, msg, headers, newurl):
+        self._state.check_hop(newurl)
+        return super().redirect_request(req, fp, code, msg, headers, newurl)
+
+
+class _GuardedRH(ytdlp_urllib.UrllibRH):
+    """yt-dlp request handler: http(s) only, no proxy, no cookie jar, guarded connections and redirects."""
+
+    _SUPPORTED_URL_SCHEMES = PROGRESSIVE
+    RH_NAME = "guarded-urllib"
+
+    def __init__(self, *, state: _FetchState, **kwargs) -> None:
+        kwargs["enable_file_urls"] = False
+        super().__init__(**kwargs)
+        self._state = state
+
+    def _create_instance(self, proxies, cookiejar, legacy_ssl_support=None):
+        opener = urllib.request.OpenerDirector()
+        context = self._make_sslcontext(legacy_ssl_support=legacy_ssl_support)
+        for handler in (
+            _GuardedHTTPHandler(self._state, context=context),
+            urllib.request.HTTPDefaultErrorHandler(),
+            urllib.request.HTTPErrorProcessor(),
+            _GuardedRedirectHandler(self._state),
+            urllib.request.UnknownHandler(),
+        ):
+            opener.add_handler(handler)
+        opener.addheaders = []
+        return opener
+
+
+class _GuardedYoutubeDL(yt_dlp.YoutubeDL):
+    """A YoutubeDL whose every request goes through `_GuardedRH` (per instance; nothing global is patched)."""
+
+    def __init__(self, params: dict, state: _FetchState) -> None:
+        self._fetch_state = state
+        super().__init__(params)
+
+    @functools.cached_property
+    def _request_director(self):
+        return self.build_request_director([functools.partial(_GuardedRH, state=self._fetch_state)])
+
+
+# ----------------------------------------------------------------------------------- format and hooks
+
+
+def _format_rank(item: tuple[int, dict], max_height: int) -> tuple:
+    position, fmt = item
+    height = fmt.get("height")
+    fits = height is None or height <= max_height
+    has_audio = fmt.get("acodec") not in (None, "none")
+    return (fits, (height or 0) if fits else -height, has_audio, position)
+
+
+def choose_format(formats: list[dict], *, max_height: int, max_bytes: int) -> tuple[dict | None, bool]:
+    """The best progressive video format at most `max_height` tall (else the smallest taller one).
+
+    Returns (format or None, whether a format was left out only for being larger than `max_bytes`).
+    """
+    usable, too_big = [], False
+    for position, fmt in enumerate(formats):
+        if fmt.get("protocol") not in PROGRESSIVE or fmt.get("vcodec") == "none" or fmt.get("has_drm"):
+            continue
+        size = fmt.get("filesize") or fmt.get("filesize_approx")
+        if size and size > max_bytes:
+            too_big = True
+            continue
+        usable.append((position, fmt))
+    if not usable:
+        return None, too_big
+    return max(usable, key=lambda item: _format_rank(item, max_height))[1], too_big
+
+
+def _format_selector(state: _FetchState):
+    def select(ctx: dict):
+        fmt, too_big = choose_format(
+            ctx.get("formats") or [],
+            max_height=state.limits.max_height,
+            max_bytes=state.limits.max_size_bytes,
+        )
+        if fmt is None and too_big:
+            state.fail(_too_large(state.limits))
+        return [fmt] if fmt is not None else []
+
+    return select
+
+
+def _progress_hook(state: _FetchState):
+    def hook(progress: dict) -> None:
+        if progress.get("status") != "downloading":
+            return
+        total = progress.get("total_bytes") or 0
+        done = progress.get("downloaded_bytes") or 0
+        if max(total, done) > state.limits.max_size_bytes:
+            state.fail(_too_large(state.limits))
+            raise yt_dlp.utils.DownloadCancelled()
+
+    return hook
+
+
+class _QuietLogger:
+    """Keeps yt-dlp off stdout/stderr (the CLI prints JSON there); errors are mapped, not printed."""
+
+    def debug(self, msg: str) -> None:
+        pass
+
+    info = warning = error = debug
+
+
+def _params(state: _FetchState, folder: Path) -> dict:
+    return {
+        "format": _format_selector(state),
+        "outtmpl": {"default": "video.%(ext)s"},
+        "paths": {"home": str(folder), "temp": str(folder)},
+        "noplaylist": True,
+        "extract_flat": "in_playlist",
+        "quiet": True,
+        "no_warnings": True,
+        "noprogress": True,
+        "logger": _QuietLogger(),
+        "progress_hooks": [_progress_hook(state)],
+        "socket_timeout": state.timeout_s,
+        "retries": 1,
+        "fragment_retries": 1,
+        "extractor_retries": 0,
+        "cachedir": False,
+        "cookiefile": None,
+        "proxy": "",
+        "external_downloader": {"default": "native"},
+        "hls_prefer_native": True,
+        "fixup": "never",
+        "overwrites": True,
+        "updatetime": False,
+        "check_formats": False,
+        "restrictfilenames": True,
+    }
+
+
+# ---------------------------------------------------------------------------------------- errors
+
+
+def _causes(error: BaseException):
+    seen = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        yield error
+        nxt = getattr(error, "exc_info", None)
+        nxt = nxt[1] if isinstance(nxt, tuple) and len(nxt) > 1 else None
+        error = nxt or getattr(error, "cause", None) or error.__cause__ or error.__context__
+
+
+def _plain(text: str) -> str:
+    text = text.replace("ERROR: ", "").split(" (caused by")[0].split("; please report")[0]
+    if text.startswith("[") and "] " in text:
+        text = text.split("] ", 1)[1]
+    return text.strip().rstrip(".")
+
+
+def _map_error(error: BaseException) -> VideoError:
+    """Turn a yt-dlp failure into one typed sentence."""
+    for cause in _causes(error):
+        if isinstance(cause, yt_dlp.utils.UnsupportedError):
+            return UnsupportedURLError(
+                "No video was found at this link; paste a link to a video file or to a page that plays one."
+            )
+        if isinstance(cause, YtdlpHTTPError):
+            return DownloadError(
+                f"The server answered {cause.status} {cause.reason or ''}".rstrip()
+                + "; check that the link is right and public."
+            )
+        if isinstance(cause, (TimeoutError, socket.timeout)):
+            return DownloadError("The server did not answer in time; try again later.")
+    for cause in _causes(error):
+        if isinstance(cause, TransportError):
+            return DownloadError(f"The server could not be reached ({_plain(str(cause))}); try again later.")
+    return DownloadError(f"The video could not be downloaded: {_plain(str(error))}.")
+
+
+def _refuse_unwanted(info: dict, limits: Limits) -> None:
+    kind = info.get("_type", "video")
+    if kind in ("playlist", "multi_video"):
+        raise UnsupportedURLError(
+            "This link is a playlist or holds several videos; paste a link to a single video."
+        )
+    if info.get("is_live"):
+        raise UnsupportedURLError("Live streams cannot be used; paste a link to a recorded video.")
+    duration = info.get("duration")
+    if duration and duration > limits.max_duration_s:
+        raise too_long(duration, limits.max_duration_s)
+
+
+def _run_ytdlp(url: str, folder: Path, state: _FetchState) -> dict:
+    with _GuardedYoutubeDL(_params(state, folder), state) as ydl:
+        try:
+            info = ydl.extract_info(url, download=False)
+            _refuse_unwanted(info, state.limits)
+            return ydl.process_ie_result(info, download=True)
+        except (yt_dlp.utils.YoutubeDLError, OSError) as e:
+            raise state.problem or _map_error(e) from e
+
+
+def _downloaded_file(info: dict, folder: Path) -> Path:
+    for item in info.get("requested_downloads") or []:
+        path = Path(item.get("filepath") or "")
+        if path.is_file():
+            return path
+    files = [p for p in folder.iterdir() if p.is_file() and not p.name.endswith((".part", ".ytdl"))]
+    if len(files) != 1:
+        raise DownloadError("The download finished without a video file; try another link.")
+    return files[0]
+
+
+def _check_download(path: Path, limits: Limits) -> VideoInfo:
+    if path.stat().st_size > limits.max_size_bytes:
+        raise _too_large(limits)
+    info = probe(path, limits=limits)
+    if info.duration > limits.max_duration_s:
+        raise too_long(info.duration, limits.max_duration_s)
+    return info
+
+
+def fetch(
+    url: str,
+    *,
+    out_dir: str | Path | None = None,
+    max_size_mb: float = 500,
+    max_duration_s: float = 3600,
+    max_height: int = 720,
+    timeout_s: float = 60,
+    allow_private: bool = False,
+) -> Fetched:
+    """Download the video at `url` (a direct link, a page with a <video>, or any site yt-dlp supports).
+
+    The file goes to a new temporary folder (inside `out_dir` if given), removed on any failure; on success
+    the caller removes it (`Fetched.cleanup()` or `with`). allow_private=True lifts the address check (tests).
+    Raises UnsupportedURLError, PrivateAddressError, DownloadError, VideoTooLargeError, VideoTooLongError, or
+    the errors of `probe` when the download is not a usable video.
+    """
+    limits = Limits(max_duration_s=max_duration_s, max_size_mb=max_size_mb, max_height=max_height)
+    urlguard.check_url(url, allow_private=allow_private)
+    if out_dir is not None:
+        Path(out_dir).mkdir(parents=True, exist_ok=True)
+    folder = Path(tempfile.mkdtemp(prefix="fetch-", dir=out_dir))
+    try:
+        with _FetchState(limits, timeout_s, allow_private) as state:
+            info = _run_ytdlp(url.strip(), folder, state)
+        if state.problem is not None:
+            raise state.problem
+        path = _downloaded_file(info, folder)
+        return Fetched(path=path, info=_check_download(path, limits), url=url, tmpdir=folder)
+    except BaseException:
+        shutil.rmtree(folder, ignore_errors=True)
+        raise
+
+
+__all__ = ["Fetched", "choose_format", "fetch"]
