@@ -108,8 +108,8 @@ def timestamp_text(seconds: float) -> str:
 class TempoConfig:
     """What ``config.json`` says: the Qwen3 text config plus Tempo's keys (read at load time).
 
-    ``context_limit`` is ``tokenizer_model_max_length`` (16384, the value infer.py and app.py set, when the
-    config has none).
+    ``tokenizer_model_max_length`` is the config's own (None when absent); the authors' infer.py and app.py
+    overwrite it with 16384 (:data:`DEMO_CONTEXT_LIMIT`) before answering, and so does our run by default.
     """
 
     llm: Qwen3Config
@@ -117,7 +117,7 @@ class TempoConfig:
     projector_type: str
     base_vlm: str
     visual_token_budget: int
-    context_limit: int
+    tokenizer_model_max_length: int | None
 
     @property
     def tied(self) -> bool:
@@ -149,7 +149,7 @@ def read_config(directory: Path) -> TempoConfig:
         projector_type=str(data.get("mm_projector_type", "linear")),
         base_vlm=str(towers[0]),
         visual_token_budget=int(data.get("visual_token_budget", DEFAULT_BUDGET)),
-        context_limit=int(data.get("tokenizer_model_max_length") or DEMO_CONTEXT_LIMIT),
+        tokenizer_model_max_length=data.get("tokenizer_model_max_length"),
     )
 
 
@@ -463,7 +463,7 @@ def official_sample_indices(
 def official_sample_plan(
     duration: float, source_fps: float, *, fps: float = 2.0, min_frames: int = 4, max_frames: int = 1024
 ) -> SamplePlan:
-    """The plan for a video of ``duration`` seconds at ``source_fps`` (total frames = round(duration * fps))."""
+    """The plan for a video of ``duration`` seconds at ``source_fps`` (its frames: round(duration * source_fps))."""
     total = max(1, round(duration * source_fps))
     indices = official_sample_indices(
         total, source_fps, fps=fps, min_frames=min_frames, max_frames=max_frames
@@ -496,6 +496,10 @@ class FrameRule:
     image_max_tokens: int = 16384
     video_min_tokens: int = 128
     video_max_tokens: int = 768
+
+
+#: The released inference settings.
+OFFICIAL_RULE = FrameRule()
 
 
 def qwen_smart_resize(
@@ -807,7 +811,7 @@ class TempoOfficialModel:
             hidden[b, :length], hidden[b, length : length + n] = row, memory
             positions[:, b, :length] = x.positions
             # Memory tokens (then padding) continue the text positions after the prompt's largest one.
-            positions[:, b, length:] = x.max_position + 2 + torch.arange(total - length)
+            positions[:, b, length:] = x.max_position + 1 + torch.arange(total - length)
             visual[b, :length] = x.visual_mask
         deepstack = [
             torch.cat([x.deepstack[i] for x in layouts]).to(device) for i in range(len(layouts[0].deepstack))

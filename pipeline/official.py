@@ -1,0 +1,259 @@
+"""The official Tempo-6B variant (``tempo-6b.official``) run end to end, as the authors' demo runs it.
+
+Tempo (Fei et al., arXiv 2604.08120; github.com/FeiElysia/Tempo ``infer.py`` / ``app.py``): the small VLM
+scores and compresses every 8-frame segment, ATA turns the scores into a token budget per segment, the
+first k_i memory tokens of each segment reach the answering LLM after ``<t seconds>``, and the LLM answers
+greedily. The model itself (modules, strict loader, small-VLM pass, answer prompt) is
+``model_zoo.tempo_official``; this module adds what ``model_zoo`` may not import: ATA and the relevance
+prompt from ``compressors.tempo`` (one copy of each, shared with the training-free Tempo column).
+
+Frames. :meth:`TempoOfficial.run` takes frames already decoded (the app samples once with PyAV) and the
+video's duration. The authors sample ``round(linspace(0, total - 1, n))`` source frame indices with
+n = round(duration x 2) clamped to 4..1024 (``model_zoo.tempo_official.official_sample_plan`` computes them,
+with the source times to decode at), and time every frame as ``index / real_fps``, real_fps = n / duration.
+``run`` applies the same count rule to the frames it gets (more than ``max_frames``: ``round(linspace)``
+subsampling; fewer than 4: repeats) and times them the same way, so frames decoded at the plan's times
+reproduce the official input; frames decoded otherwise (the app's own sampler picks by presentation time)
+are treated as if they were evenly spaced.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from compressors.tempo import SYSTEM_PROMPT, USER_TEMPLATE, allocate_tokens
+from model_zoo import tempo_official as official
+from model_zoo.preprocess import PreprocessError, check_frames
+
+VARIANT = "tempo-6b.official"
+BUDGETS = (4096, 8192)  # the paper's "4K" and "8K" settings
+
+#: ATA's signature (``compressors.tempo.allocate_tokens``): scores, budget, min_tokens, max_tokens → k_i.
+Allocator = Callable[..., list[int]]
+
+
+@dataclass(frozen=True)
+class OfficialSegment:
+    """One 8-frame segment: frames (indices into the run's frames), times (s), score and tokens."""
+
+    index: int
+    frames: range
+    start: float
+    end: float
+    centre: float  # the ``<t seconds>`` the LLM reads: (8 i + 4) / real_fps
+    score: float
+    allocated: int  # ATA's k_i
+    delivered: int  # tokens the LLM received (k_i unless the context cut reached this segment)
+
+
+@dataclass
+class OfficialRun:
+    """One answer of Tempo-6B. Iterate it for text deltas; ``text`` waits for the whole answer.
+
+    Accounting, as the other columns report it: ``raw_tokens`` visual tokens the small VLM encoded (every
+    sampled frame, uncompressed, tail padding included); ``llm_tokens`` projected visual tokens the LLM
+    received; ``segment_scores`` / ``segment_tokens`` (ATA's allocation) per segment; ``kept_frames`` indices
+    (into ``frames`` as given to ``run``) of the frames whose segment reached the LLM.
+    """
+
+    question: str
+    budget: int
+    real_fps: float
+    frame_indices: list[int]
+    frame_times: list[float]
+    segments: list[OfficialSegment]
+    raw_tokens: int
+    prompt: official.AnswerPrompt
+    stream: official.AnswerStream
+    timings: dict[str, float] = field(default_factory=dict)
+    variant: str = VARIANT
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.stream)
+
+    @property
+    def text(self) -> str:
+        return self.stream.text
+
+    @property
+    def segment_scores(self) -> list[float]:
+        return [s.score for s in self.segments]
+
+    @property
+    def segment_tokens(self) -> list[int]:
+        return [s.allocated for s in self.segments]
+
+    @property
+    def llm_tokens(self) -> int:
+        return sum(s.delivered for s in self.segments)
+
+    @property
+    def kept_frames(self) -> list[int]:
+        return [self.frame_indices[f] for s in self.segments if s.delivered > 0 for f in s.frames]
+
+    @property
+    def prompt_tokens(self) -> int:
+        return self.prompt.length
+
+
+def official_frame_selection(count: int, *, min_frames: int = 4, max_frames: int = 1024) -> list[int]:
+    """Indices into ``count`` evenly spaced frames under the authors' count rule (identity when it fits)."""
+    if count < 1:
+        raise PreprocessError("need at least one frame")
+    target = min(max(count, min_frames), max_frames)
+    return np.round(np.linspace(0, count - 1, target)).astype(int).tolist()
+
+
+def build_segments(batch: official.SegmentBatch, scores, allocation, delivered) -> list[OfficialSegment]:
+    fps = batch.real_fps
+    return [
+        OfficialSegment(
+            index=i,
+            frames=span,
+            start=span.start / fps,
+            end=span.stop / fps,
+            centre=batch.centre(i),
+            score=float(scores[i]),
+            allocated=int(allocation[i]),
+            delivered=int(delivered[i]),
+        )
+        for i, span in enumerate(batch.frames)
+    ]
+
+
+class TempoOfficial:
+    """Tempo-6B with its inference flow; build it with :func:`load_tempo_official`.
+
+    ``rule`` sizes frames (the authors' three resizes by default); ``chunk_size`` bounds how many segments
+    share one small-VLM forward pass (None: all, as the authors run them; results are the same).
+    """
+
+    def __init__(
+        self,
+        model: official.TempoOfficialModel,
+        *,
+        allocate: Allocator = allocate_tokens,
+        rule: official.FrameRule = official.OFFICIAL_RULE,
+        max_frames: int = 1024,
+        chunk_size: int | None = None,
+    ) -> None:
+        self.model = model
+        self.allocate = allocate
+        self.rule = rule
+        self.max_frames = max_frames
+        self.chunk_size = chunk_size
+
+    def run(
+        self,
+        frames: np.ndarray,
+        duration: float,
+        question: str,
+        *,
+        budget: int = 4096,
+        max_new_tokens: int = 128,
+        context_limit: int | None = None,
+    ) -> OfficialRun:
+        """Answer ``question`` about ``frames`` [T, H, W, 3] uint8 RGB spanning ``duration`` seconds.
+
+        Compression runs now (timed in ``timings``); the answer is generated while the result is iterated.
+        ``context_limit`` defaults to 16384, the ``tokenizer_model_max_length`` the authors' infer.py and app.py
+        set (``model.config.tokenizer_model_max_length`` holds the checkpoint's own value).
+        """
+        if budget < 1 or max_new_tokens < 1:
+            raise ValueError(f"budget and max_new_tokens must be >= 1, got {budget} and {max_new_tokens}")
+        check_frames(frames, range(len(frames)))
+        picked = official_frame_selection(len(frames), max_frames=self.max_frames)
+        real_fps = len(picked) / duration if duration > 0 else 2.0
+        timings: dict[str, float] = {}
+        tick = time.perf_counter()
+        batch = self.model.segment(np.ascontiguousarray(frames[picked]), real_fps, rule=self.rule)
+        timings["preprocess_s"] = time.perf_counter() - tick
+        tick = time.perf_counter()
+        compressed = self.model.compress(
+            batch, question, system=SYSTEM_PROMPT, user_template=USER_TEMPLATE, chunk_size=self.chunk_size
+        )
+        timings["compress_s"] = time.perf_counter() - tick
+        n = self.model.num_memory_tokens
+        allocation = self.allocate(compressed.scores, budget, min_tokens=official.MIN_TOKENS, max_tokens=n)
+        kept = [compressed.memory[i, :k] for i, k in enumerate(allocation)]  # "head": the first k_i tokens
+        centres = [batch.centre(i) for i in range(batch.num_segments)]
+        limit = context_limit or official.DEMO_CONTEXT_LIMIT
+        prompt = self.model.answer_prompt(kept, centres, question, context_limit=limit)
+        segments = build_segments(batch, compressed.scores, allocation, prompt.delivered)
+        return OfficialRun(
+            question=question,
+            budget=budget,
+            real_fps=real_fps,
+            frame_indices=picked,
+            frame_times=[i / real_fps for i in range(len(picked))],
+            segments=segments,
+            raw_tokens=raw_token_count(batch, self.model.vlm_config.vision_config.spatial_merge_size),
+            prompt=prompt,
+            stream=self.model.answer(prompt, max_new_tokens=max_new_tokens),
+            timings=timings,
+        )
+
+
+def raw_token_count(batch: official.SegmentBatch, merge: int) -> int:
+    """Visual tokens the small VLM encoded: groups x (gh / merge) x (gw / merge), summed over segments."""
+    return int((batch.grids[:, 0] * (batch.grids[:, 1] // merge) * (batch.grids[:, 2] // merge)).sum())
+
+
+def load_tempo_official(
+    path_or_hub_id: str | Path = official.HUB_ID,
+    *,
+    revision: str | None = None,
+    device: str | torch.device | None = None,
+    dtype: torch.dtype | None = None,
+    base_vlm: str | Path = official.BASE_VLM,
+    base_revision: str | None = None,
+    **options,
+) -> TempoOfficial:
+    """Load Tempo-6B and its base VLM (``model_zoo.tempo_official.load_tempo_checkpoint``) for :meth:`run`.
+
+    Raises ``model_zoo.tempo_official.TempoLoadError`` (a ``model_zoo.ModelLoadError``) with one sentence,
+    or with the missing and unexpected checkpoint keys listed. ``options`` go to :class:`TempoOfficial`.
+    """
+    model = official.load_tempo_checkpoint(
+        path_or_hub_id,
+        revision=revision,
+        base_vlm=base_vlm,
+        base_revision=base_revision,
+        device=device,
+        dtype=dtype,
+    )
+    return TempoOfficial(model, **options)
+
+
+def allocation_table(run: OfficialRun) -> list[dict]:
+    """Rows for the UI's per-segment allocation (what the authors' demo plots): one per segment."""
+    return [
+        {
+            "segment": s.index,
+            "start": round(s.start, 2),
+            "end": round(s.end, 2),
+            "time": f"<{s.centre:.1f} seconds>",
+            "score": round(s.score, 4),
+            "tokens": s.allocated,
+            "delivered": s.delivered,
+        }
+        for s in run.segments
+    ]
+
+
+__all__: Sequence[str] = (
+    "BUDGETS",
+    "VARIANT",
+    "OfficialRun",
+    "OfficialSegment",
+    "TempoOfficial",
+    "allocation_table",
+    "load_tempo_official",
+    "official_frame_selection",
+)

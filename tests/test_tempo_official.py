@@ -1,0 +1,484 @@
+"""Tempo-6B (``tempo-6b.official``) on a tiny random checkpoint written under the authors' exact key names.
+
+The checkpoint is assembled here from transformers' own classes and literal prefixes (not from the module
+under test), with a ``config.json`` as the authors' ``TempoConfig`` saves it, next to a tiny "base VLM"
+directory (config, tokenizer, weights holding the Yes/No rows). Everything loads through
+``pipeline.official.load_tempo_official``, the entry point the app uses.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+from transformers import Qwen3Config, Qwen3ForCausalLM
+
+from compressors.tempo import SYSTEM_PROMPT, allocate_tokens
+from model_zoo import ModelLoadError
+from model_zoo import tempo_official as official
+from model_zoo.tiny import build_tiny, build_tokenizer, tiny_config
+from pipeline.official import allocation_table, load_tempo_official, official_frame_selection
+
+N_MEMORY = 16
+#: Small frames for CPU: 64 x 64 stays 64 x 64 (2 x 2 merged tokens per group) under this rule.
+TINY_RULE = official.FrameRule(long_edge=64, video_min_tokens=4)
+
+
+# ---------------------------------------------------------------------------------------------- writers
+
+
+def llm_config(tokenizer, *, tied: bool) -> dict:
+    """A Qwen3 text config as the authors' Tempo config.json carries it (transformers 4.57 field names)."""
+    return {
+        "architectures": ["TempoQwenForCausalLM"],
+        "model_type": "tempo_qwen",
+        "vocab_size": len(tokenizer),
+        "hidden_size": 96,
+        "intermediate_size": 192,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 4,
+        "num_key_value_heads": 2,
+        "head_dim": 24,
+        "hidden_act": "silu",
+        "max_position_embeddings": 4096,
+        "rms_norm_eps": 1e-6,
+        "rope_theta": 1000000.0,
+        "rope_scaling": None,
+        "tie_word_embeddings": tied,
+        "initializer_range": 0.08,
+        "bos_token_id": tokenizer.pad_token_id,
+        "eos_token_id": tokenizer.convert_tokens_to_ids("<|im_end|>"),
+        "torch_dtype": "float32",
+        # Tempo's own keys
+        "num_compression_tokens": N_MEMORY,
+        "mm_projector_type": "linear",
+        "mm_vision_tower_aux_list": ["Qwen/Qwen3-VL-2B-Instruct"],
+        "mm_hidden_size": 128,
+        "visual_token_budget": 8192,
+        "tokenizer_model_max_length": 16384,
+    }
+
+
+def official_state(config: dict, vlm_seed: int, seed: int) -> dict[str, torch.Tensor]:
+    """Random tensors under the official names, spelled out from the prefixes of the authors' checkpoint."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        text = {k: v for k, v in config.items() if k not in ("architectures", "model_type", "rope_scaling")}
+        llm = Qwen3ForCausalLM(Qwen3Config(**text))
+        small, _ = build_tiny(vlm_seed)
+        d_vlm, d_llm = small.config.text_config.hidden_size, config["hidden_size"]
+        state = {k: v.clone() for k, v in llm.state_dict().items()}
+        if config["tie_word_embeddings"]:
+            del state["lm_head.weight"]  # a tied head is not saved
+        for key, value in small.state_dict().items():
+            if not key.startswith("lm_head."):  # the small VLM's head is deleted
+                state["model.vision_tower_aux_list.0.vlm." + key] = value.clone()
+        state["model.vision_tower_aux_list.0.compression_tokens"] = torch.randn(1, N_MEMORY, d_vlm)
+        if config["mm_projector_type"] == "linear":
+            state["model.mm_projector.weight"] = torch.randn(d_llm, d_vlm) * 0.1
+            state["model.mm_projector.bias"] = torch.randn(d_llm) * 0.1
+        else:  # mlp2x_gelu: Linear, GELU, Linear
+            state["model.mm_projector.0.weight"] = torch.randn(d_llm, d_vlm) * 0.1
+            state["model.mm_projector.0.bias"] = torch.randn(d_llm) * 0.1
+            state["model.mm_projector.2.weight"] = torch.randn(d_llm, d_llm) * 0.1
+            state["model.mm_projector.2.bias"] = torch.randn(d_llm) * 0.1
+    return {k: v.contiguous() for k, v in state.items()}
+
+
+def write_tempo(directory: Path, *, tied: bool = True, projector: str = "linear", edit=None) -> Path:
+    tokenizer = build_tokenizer()
+    directory.mkdir(parents=True)
+    config = llm_config(tokenizer, tied=tied) | {"mm_projector_type": projector}
+    state = official_state(config, vlm_seed=1, seed=2)
+    if edit:
+        edit(config, state)
+    save_file(state, str(directory / "model.safetensors"), metadata={"format": "pt"})
+    (directory / "config.json").write_text(json.dumps(config, indent=1))
+    im_end, eot = (tokenizer.convert_tokens_to_ids(t) for t in ("<|im_end|>", "<|endoftext|>"))
+    (directory / "generation_config.json").write_text(json.dumps({"eos_token_id": [im_end, eot]}))
+    tokenizer.save_pretrained(str(directory))
+    return directory
+
+
+def write_base(directory: Path, *, tied: bool = False) -> Path:
+    """The tiny "Qwen3-VL-2B-Instruct": config, tokenizer with chat template, processor numbers, weights."""
+    tokenizer = build_tokenizer()
+    directory.mkdir(parents=True)
+    model, _ = build_tiny(0)
+    state = {k: v.clone().contiguous() for k, v in model.state_dict().items()}
+    config = tiny_config(tokenizer)
+    if tied:
+        config.tie_word_embeddings = True
+        del state["lm_head.weight"]
+    config.save_pretrained(str(directory))
+    save_file(state, str(directory / "model.safetensors"), metadata={"format": "pt"})
+    tokenizer.save_pretrained(str(directory))
+    processor = {"patch_size": 16, "temporal_patch_size": 2, "merge_size": 2, "image_mean": [0.5] * 3}
+    (directory / "video_preprocessor_config.json").write_text(
+        json.dumps(processor | {"image_std": [0.5] * 3})
+    )
+    return directory
+
+
+def frames_for(count: int, *, size: int = 64, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    return rng.integers(0, 256, size=(count, size, size, 3), dtype=np.uint8)
+
+
+@dataclass
+class Setup:
+    root: Path
+    tempo: Path
+    base: Path
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory) -> Setup:
+    root = tmp_path_factory.mktemp("tempo_official")
+    return Setup(root, write_tempo(root / "tempo"), write_base(root / "base"))
+
+
+@pytest.fixture(scope="module")
+def tempo(setup):
+    return load_tempo_official(setup.tempo, base_vlm=setup.base, device="cpu", rule=TINY_RULE)
+
+
+def read_file(path: Path) -> dict[str, torch.Tensor]:
+    with safe_open(str(path), framework="pt") as handle:
+        return {k: handle.get_tensor(k) for k in handle.keys()}  # noqa: SIM118 (handle is not iterable)
+
+
+# ---------------------------------------------------------------------------------------------- loading
+
+
+def test_every_official_key_loads_exactly(setup, tempo):
+    written = read_file(setup.tempo / "model.safetensors")
+    loaded = tempo.model.modules.official_tensors()
+    assert "model.vision_tower_aux_list.0.vlm.model.visual.patch_embed.proj.weight" in written
+    assert (
+        "model.vision_tower_aux_list.0.vlm.model.language_model.layers.0.self_attn.q_proj.weight" in written
+    )
+    assert "model.layers.1.mlp.down_proj.weight" in written and "model.mm_projector.weight" in written
+    assert set(written) == set(loaded) - {"lm_head.weight"}
+    for key, value in written.items():
+        assert torch.equal(loaded[key].detach(), value), key
+    assert tempo.model.num_memory_tokens == N_MEMORY and tempo.model.config.base_vlm == official.BASE_VLM
+
+
+def test_tied_config_uses_the_embedding_as_head(tempo):
+    llm = tempo.model.modules.llm
+    assert tempo.model.config.tied
+    assert llm.lm_head.weight.data_ptr() == llm.model.embed_tokens.weight.data_ptr()
+
+
+def test_untied_config_loads_its_own_head(setup):
+    path = write_tempo(setup.root / "untied", tied=False)
+    model = official.load_tempo_checkpoint(path, base_vlm=setup.base, device="cpu")
+    llm = model.modules.llm
+    assert llm.lm_head.weight.data_ptr() != llm.model.embed_tokens.weight.data_ptr()
+    assert torch.equal(llm.lm_head.weight, read_file(path / "model.safetensors")["lm_head.weight"])
+
+
+def test_untied_config_without_head_is_refused(setup):
+    path = write_tempo(setup.root / "untied_headless", tied=False, edit=lambda c, s: s.pop("lm_head.weight"))
+    with pytest.raises(official.TempoLoadError, match=r"missing: lm_head\.weight"):
+        official.load_tempo_checkpoint(path, base_vlm=setup.base, device="cpu")
+
+
+def test_renamed_key_is_refused_with_one_readable_message(setup):
+    def rename(config, state):
+        state["model.mm_projector.proj.weight"] = state.pop("model.mm_projector.weight")
+
+    path = write_tempo(setup.root / "renamed", edit=rename)
+    with pytest.raises(ModelLoadError) as caught:
+        load_tempo_official(path, base_vlm=setup.base, device="cpu")
+    message = str(caught.value)
+    first, *rest = message.splitlines()
+    assert first.endswith(".") and "1 missing, 1 unexpected" in first and "official key names" in first
+    assert rest == ["  missing: model.mm_projector.weight", "  unexpected: model.mm_projector.proj.weight"]
+
+
+def test_many_missing_keys_are_grouped_by_pattern(setup):
+    def drop_layers(config, state):
+        for key in [k for k in state if k.startswith("model.layers.")]:
+            del state[key]
+
+    path = write_tempo(setup.root / "no_layers", edit=drop_layers)
+    with pytest.raises(official.TempoLoadError) as caught:
+        official.load_tempo_checkpoint(path, base_vlm=setup.base, device="cpu")
+    assert "model.layers.*.mlp.up_proj.weight (2 keys)" in str(caught.value)
+    assert "  unexpected:" not in str(caught.value) and "0 unexpected" in str(caught.value)
+
+
+def test_shape_disagreeing_with_config_is_named(setup):
+    path = write_tempo(setup.root / "shape", edit=lambda c, s: c.update(num_compression_tokens=8))
+    with pytest.raises(
+        official.TempoLoadError, match=r"compression_tokens: checkpoint \[1, 16, 128\], model \[1, 8"
+    ):
+        official.load_tempo_checkpoint(path, base_vlm=setup.base, device="cpu")
+
+
+def test_other_model_types_and_missing_tempo_keys_are_refused(setup):
+    path = write_tempo(setup.root / "qwen3", edit=lambda c, s: c.update(model_type="qwen3"))
+    with pytest.raises(official.TempoLoadError, match="expected 'tempo_qwen'"):
+        official.load_tempo_checkpoint(path, base_vlm=setup.base, device="cpu")
+    path = write_tempo(setup.root / "no_n", edit=lambda c, s: c.pop("num_compression_tokens"))
+    with pytest.raises(official.TempoLoadError, match="num_compression_tokens"):
+        official.load_tempo_checkpoint(path, base_vlm=setup.base, device="cpu")
+
+
+def test_unreachable_hub_is_one_sentence(setup):
+    with pytest.raises(ModelLoadError) as caught:
+        load_tempo_official("Vision-CAIR/Tempo-6B", base_vlm=setup.base, device="cpu")
+    message = str(caught.value)
+    assert "\n" not in message and "Vision-CAIR/Tempo-6B" in message and official.BASE_VLM in message
+    with pytest.raises(ModelLoadError, match="neither a local directory nor a Hub repo id"):
+        load_tempo_official(setup.root / "does-not-exist", base_vlm=setup.base, device="cpu")
+
+
+def test_pickle_only_checkpoint_is_refused(setup):
+    path = setup.root / "bin_only"
+    shutil.copytree(setup.tempo, path)
+    (path / "model.safetensors").rename(path / "pytorch_model.bin")
+    with pytest.raises(official.TempoLoadError, match="only safetensors are loaded"):
+        official.load_tempo_checkpoint(path, base_vlm=setup.base, device="cpu")
+
+
+def test_mlp2x_gelu_projector(setup):
+    path = write_tempo(setup.root / "mlp", projector="mlp2x_gelu")
+    model = official.load_tempo_checkpoint(path, base_vlm=setup.base, device="cpu")
+    w = read_file(path / "model.safetensors")
+    x = torch.randn(3, 128)
+    hidden = torch.nn.functional.gelu(x @ w["model.mm_projector.0.weight"].T + w["model.mm_projector.0.bias"])
+    expected = hidden @ w["model.mm_projector.2.weight"].T + w["model.mm_projector.2.bias"]
+    torch.testing.assert_close(model.modules.projector(x), expected)
+
+
+# -------------------------------------------------------------------------------------------- relevance
+
+
+def test_relevance_head_is_yes_minus_no_of_the_base_head(setup, tempo):
+    base = read_file(setup.base / "model.safetensors")["lm_head.weight"]
+    vocab = build_tokenizer().get_vocab()
+    expected = base[vocab["Yes"]] - base[vocab["No"]]
+    assert tempo.model.relevance.dtype == torch.float32
+    torch.testing.assert_close(tempo.model.relevance, expected)
+
+
+def test_tied_base_reads_the_rows_from_its_embedding(setup):
+    base = write_base(setup.root / "base_tied", tied=True)
+    model = official.load_tempo_checkpoint(setup.tempo, base_vlm=base, device="cpu")
+    embed = read_file(base / "model.safetensors")["model.language_model.embed_tokens.weight"]
+    vocab = build_tokenizer().get_vocab()
+    torch.testing.assert_close(model.relevance, embed[vocab["Yes"]] - embed[vocab["No"]])
+
+
+def compress(tempo, frames, question, *, chunk_size=None):
+    batch = tempo.model.segment(frames, 2.0, rule=TINY_RULE)
+    from compressors.tempo import USER_TEMPLATE
+
+    return batch, tempo.model.compress(
+        batch, question, system=SYSTEM_PROMPT, user_template=USER_TEMPLATE, chunk_size=chunk_size
+    )
+
+
+def test_scores_one_per_segment_and_batched_equals_one_by_one(tempo):
+    frames = frames_for(27)  # 3 full segments and a 3-frame tail
+    batch, together = compress(tempo, frames, "Where is the ball?")
+    _, alone = compress(tempo, frames, "Where is the ball?", chunk_size=1)
+    assert batch.num_segments == 4 and len(together.scores) == 4
+    assert all(0.0 < s < 1.0 for s in together.scores)
+    torch.testing.assert_close(
+        torch.tensor(together.scores), torch.tensor(alone.scores), atol=1e-5, rtol=1e-5
+    )
+    torch.testing.assert_close(together.memory, alone.memory, atol=1e-4, rtol=1e-4)
+    assert together.memory.shape == (4, N_MEMORY, 128)
+
+
+def test_one_segment_by_hand_as_the_authors_forward_it(tempo):
+    """One segment the authors' way, from transformers' own pieces: prompt ids then N pad ids for the memory
+    slots, video features scattered at the placeholders, memory embeddings at the slots, M-RoPE positions
+    from ``get_rope_index`` (memory tokens are text), then the text model; memory states and the score."""
+    from compressors.tempo import USER_TEMPLATE
+
+    model, question = tempo.model, "What colour is the square?"
+    batch, result = compress(tempo, frames_for(8), question)
+    layout = model.segment_prompt(
+        model._groups(batch, range(1))[0], question, system=SYSTEM_PROMPT, user_template=USER_TEMPLATE
+    )
+    vlm, pad = model._vlm, model.vlm_tokenizer.pad_token_id
+    ids = torch.cat([layout.input_ids, torch.full((N_MEMORY,), pad)])[None]
+    memory_slots = torch.zeros_like(ids, dtype=torch.bool)
+    memory_slots[0, -N_MEMORY:] = True
+    with torch.inference_mode():
+        features = vlm.get_video_features(batch.pixel_values, batch.grids[:1], return_dict=True)
+        embeds = vlm.language_model.embed_tokens(ids)
+        video = ids == model.vlm_config.video_token_id
+        embeds[video] = features.pooler_output[0]
+        embeds[memory_slots] = model.modules.compressor.compression_tokens[0]
+        positions, _ = vlm.get_rope_index(ids, video.int() * 2, video_grid_thw=batch.grids[:1].clone())
+        out = vlm.language_model(
+            inputs_embeds=embeds,
+            position_ids=positions,
+            visual_pos_masks=video,
+            deepstack_visual_embeds=[level[0] for level in features.deepstack_features],
+        ).last_hidden_state[0]
+    torch.testing.assert_close(result.memory[0], out[-N_MEMORY:], atol=1e-4, rtol=1e-4)
+    expected = torch.sigmoid(out[-N_MEMORY - 1].float() @ model.relevance)
+    assert result.scores[0] == pytest.approx(float(expected), abs=1e-5)
+
+
+def test_small_vlm_prompt_is_the_authors_layout_with_absolute_times(tempo):
+    frames = frames_for(11)  # segment 1 is a 3-frame tail, padded to 4 frames (frames 8..11)
+    batch = tempo.model.segment(frames, 2.0, rule=TINY_RULE)
+    from compressors.tempo import USER_TEMPLATE
+
+    assert batch.group_times == [[0.25, 1.25, 2.25, 3.25], [4.25, 5.25]]
+    blocks = tempo.model._groups(batch, range(2))[1]
+    layout = tempo.model.segment_prompt(
+        blocks, "Where is the ball?", system=SYSTEM_PROMPT, user_template=USER_TEMPLATE
+    )
+    tokenizer = tempo.model.vlm_tokenizer
+    group = "<|vision_start|>" + "<|video_pad|>" * 4 + "<|vision_end|>"
+    expected = (
+        f"<|im_start|>system\n{SYSTEM_PROMPT}<|im_end|>\n<|im_start|>user\n"
+        f"<4.2 seconds>{group}<5.2 seconds>{group}"
+        "\nQuery:\nWhere is the ball?<|im_end|>\n<|im_start|>assistant\n"
+    )
+    assert tokenizer.decode(layout.input_ids) == expected
+    empty = tempo.model.segment_prompt(blocks, "  ", system=SYSTEM_PROMPT, user_template=USER_TEMPLATE)
+    assert "\nQuery:\nDescribe this content.<|im_end|>" in tokenizer.decode(empty.input_ids)
+
+
+def test_one_frame_tail_is_duplicated():
+    batch = official.segment_video(
+        frames_for(17), 2.0, preprocess=official.VideoPreprocessConfig(), rule=TINY_RULE
+    )
+    assert batch.grids.tolist() == [[4, 4, 4], [4, 4, 4], [1, 4, 4]]
+    assert batch.frames == [range(0, 8), range(8, 16), range(16, 17)]
+    assert batch.group_times[2] == [(16 + 17) / 2 / 2.0]
+    assert [batch.centre(i) for i in range(3)] == [2.0, 6.0, 10.0]
+
+
+# ------------------------------------------------------------------------------------------- end to end
+
+
+def test_allocation_is_ata_on_the_scores(tempo):
+    run = tempo.run(frames_for(40), 20.0, "Where is the ball?", budget=30, max_new_tokens=2)
+    assert len(run.segments) == 5 and run.real_fps == pytest.approx(2.0)
+    assert run.segment_tokens == allocate_tokens(run.segment_scores, 30, min_tokens=4, max_tokens=N_MEMORY)
+    assert all(4 <= k <= N_MEMORY for k in run.segment_tokens) and sum(run.segment_tokens) <= 30
+    assert run.llm_tokens == sum(run.segment_tokens)
+    assert run.raw_tokens == 5 * 4 * 4  # 5 segments x 4 groups x 2 x 2 merged tokens
+    rows = allocation_table(run)
+    assert [r["tokens"] for r in rows] == run.segment_tokens and rows[0]["time"] == "<2.0 seconds>"
+
+
+def test_each_segment_keeps_its_first_k_memory_tokens(tempo):
+    frames, question = frames_for(24), "What colour is the square?"
+    run = tempo.run(frames, 12.0, question, budget=24, max_new_tokens=1)
+    _, compressed = compress(tempo, frames, question)
+    parts = run.prompt.parts
+    offsets = np.cumsum([0] + [len(p[1]) if p[0] == "text" else p[2] for p in parts])
+    for (kind, *rest), start in zip(parts, offsets, strict=False):
+        if kind == "visual":
+            segment, count = rest
+            assert count == run.segment_tokens[segment]
+            with torch.inference_mode():
+                expected = tempo.model.modules.projector(compressed.memory[segment, :count])
+            torch.testing.assert_close(
+                run.prompt.embeds[0, start : start + count], expected, atol=1e-4, rtol=1e-4
+            )
+
+
+def test_answer_prompt_layout(tempo):
+    question = "What happens in the video?"
+    run = tempo.run(frames_for(20), 10.0, question, budget=64, max_new_tokens=1)  # real_fps 2.0, 3 segments
+    decode = tempo.model.tokenizer.decode
+    texts = [decode(p[1]) for p in run.prompt.parts if p[0] == "text"]
+    assert texts[0] == "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n<|im_start|>user\n"
+    assert texts[1:-1] == ["<2.0 seconds>", "<6.0 seconds>", "<10.0 seconds>"]  # (8 i + 4) / real_fps
+    assert texts[-1] == f"\n{question}<|im_end|>\n<|im_start|>assistant\n"
+    kinds = [p[0] for p in run.prompt.parts]
+    assert kinds == ["text", "text", "visual", "text", "visual", "text", "visual", "text"]
+    assert run.prompt.length == sum(len(p[1]) if p[0] == "text" else p[2] for p in run.prompt.parts)
+    odd = tempo.run(frames_for(20), 7.0, question, budget=64, max_new_tokens=1)  # real_fps 20 / 7
+    stamps = [decode(p[1]) for p in odd.prompt.parts[1:-1] if p[0] == "text"]
+    assert stamps == [f"<{(8 * i + 4) / (20 / 7):.1f} seconds>" for i in range(3)]
+
+
+def test_end_to_end_answer_streams_greedy_tokens(tempo):
+    run = tempo.run(frames_for(16), 8.0, "Describe the video.", budget=40, max_new_tokens=6)
+    deltas = list(run)
+    assert "".join(deltas) == run.text
+    stream = run.stream
+    assert 1 <= len(stream.token_ids) <= 6 and not set(stream.token_ids) & set(tempo.model.eos_ids)
+    with torch.inference_mode():
+        reference = tempo.model.modules.llm.generate(
+            inputs_embeds=run.prompt.embeds,
+            max_new_tokens=6,
+            do_sample=False,
+            eos_token_id=list(tempo.model.eos_ids),
+            pad_token_id=tempo.model.eos_ids[0],
+        )
+    expected = [t for t in reference[0].tolist() if t not in tempo.model.eos_ids]
+    assert stream.token_ids == expected
+    assert run.kept_frames == list(range(16)) and run.timings["compress_s"] > 0
+
+
+def test_context_limit_cuts_visual_tokens_from_the_end(tempo):
+    question = "Where is the ball?"
+    full = tempo.run(frames_for(24), 12.0, question, budget=48, max_new_tokens=1)
+    text = len(full.prompt.parts[0][1]) + len(full.prompt.parts[-1][1])
+    limit = text + official.INFERENCE_RESERVE + 20  # room for 20 embeddings: stamps + tokens
+    cut = tempo.run(frames_for(24), 12.0, question, budget=48, max_new_tokens=1, context_limit=limit)
+    assert cut.segment_tokens == full.segment_tokens
+    assert cut.prompt.length == text + 20 and cut.prompt.cut == full.prompt.length - text - 20
+    torch.testing.assert_close(
+        cut.prompt.embeds[0, : text - len(full.prompt.parts[-1][1]) + 20],
+        full.prompt.embeds[0, : text - len(full.prompt.parts[-1][1]) + 20],
+    )
+    delivered = [s.delivered for s in cut.segments]
+    stamp = len(full.prompt.parts[1][1])
+    assert delivered[0] == min(full.segment_tokens[0], 20 - stamp)
+    assert delivered == sorted(delivered, reverse=True) and delivered[-1] < full.segment_tokens[-1]
+    assert cut.llm_tokens == sum(delivered) < full.llm_tokens
+
+
+# ------------------------------------------------------------------------------------ sampling and sizes
+
+
+def test_official_sample_plan():
+    plan = official.official_sample_plan(10.0, 30.0)  # 300 frames at 30 fps -> 20 frames, 2 fps
+    assert plan.indices == np.round(np.linspace(0, 299, 20)).astype(int).tolist()
+    assert plan.real_fps == pytest.approx(2.0) and plan.source_times[-1] == pytest.approx(299 / 30)
+    assert len(official.official_sample_plan(1.0, 25.0).indices) == 4  # at least 4 frames
+    long = official.official_sample_plan(3600.0, 30.0)
+    assert len(long.indices) == 1024 and long.real_fps == pytest.approx(1024 / 3600)
+    assert official.official_sample_indices(1, 30.0) == [0]
+
+
+def test_run_applies_the_frame_count_rule():
+    assert official_frame_selection(10) == list(range(10))
+    assert official_frame_selection(2) == [0, 0, 1, 1]  # round(linspace(0, 1, 4))
+    assert (
+        official_frame_selection(2050, max_frames=1024)
+        == np.round(np.linspace(0, 2049, 1024)).astype(int).tolist()
+    )
+
+
+def test_frame_sizes_follow_the_three_resizes():
+    # 1280x720: long edge to 512 -> 512 x 288 (multiples of 16), already multiples of 32, 144 cells >= 128.
+    assert official.frame_sizes(720, 1280) == [(288, 512), (288, 512), (288, 512)]
+    # 1920x800 (2.4:1): 512 x 213.3 -> 512 x 208 (16s) -> 512 x 192 (32s, 6.5 rounds to even 6) ->
+    # 96 cells < 128: scaled up by sqrt(131072 / 98304), sides ceiled to 32s -> 224 x 608.
+    assert official.frame_sizes(800, 1920) == [(208, 512), (192, 512), (224, 608)]
+    # 320x240 stays, 240 -> 256 (7.5 rounds to 8), 80 cells -> scaled up to 352 x 416.
+    assert official.frame_sizes(240, 320) == [(240, 320), (256, 320), (352, 416)]
