@@ -111,9 +111,9 @@ def causal_mask(model, q_len: int, kv_len: int, like: torch.Tensor) -> torch.Ten
     if text_model(model).config._attn_implementation != "eager" or q_len == 1:
         return None
     rows = torch.arange(q_len, device=like.device)[:, None] + (kv_len - q_len)
-    hidden = torch.arange(kv_len, device=like.device)[None, :] > rows
+    future = torch.arange(kv_len, device=like.device)[None, :] > rows
     mask = torch.zeros(q_len, kv_len, dtype=like.dtype, device=like.device)
-    return mask.masked_fill(hidden, torch.finfo(like.dtype).min)[None, None]
+    return mask.masked_fill(future, torch.finfo(like.dtype).min)[None, None]
 
 
 def embed_sequence(

@@ -150,9 +150,10 @@ class Generation:
         text = self.backbone.tokenizer.decode(
             self._token_ids, skip_special_tokens=True, clean_up_tokenization_spaces=False
         )
-        if (text.endswith("\ufffd") and not final) or not text.startswith(self._text):
+        if not final and (text.endswith("\ufffd") or not text.startswith(self._text)):
             return ""
-        delta, self._text = text[len(self._text) :], text
+        delta = text[len(self._text) :] if text.startswith(self._text) else ""
+        self._text = text  # the final text is always the whole decode
         return delta
 
 
@@ -185,7 +186,8 @@ class Qwen3VLBackbone:
             vision_start=config.vision_start_token_id,
             vision_end=config.vision_end_token_id,
             video_pad=config.video_token_id,
-            pad=tokenizer.pad_token_id if tokenizer.pad_token_id is not None else config.video_token_id,
+            # Any real id works for padding: right pads are never seen by a real token.
+            pad=next(i for i in (tokenizer.pad_token_id, tokenizer.eos_token_id, 0) if i is not None),
         )
         self._check_tokenizer()
         self.eos_ids = self._eos_ids()
