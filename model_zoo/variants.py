@@ -170,6 +170,35 @@ variants: dict[str, Variant] = {
 }
 
 
+# ------------------------------------------------------------------------------ official checkpoints
+# Variants that run an author-released model with its own weights and inference flow instead of a
+# compressor on a shared backbone (so not in the backbone x method grid above). ``tempo-6b.official``:
+# Tempo-6B (arXiv 2604.08120), run by ``pipeline.official`` on ``model_zoo.tempo_official``.
+OFFICIAL_VARIANTS: dict[str, Variant] = {
+    "tempo-6b.official": Variant(
+        name="tempo-6b.official",
+        backbone="tempo-6b",
+        method="official",
+        hub_id="Vision-CAIR/Tempo-6B",
+        revision="main",
+        license="academic non-commercial licence (Vision-CAIR/Tempo-6B model card)",
+        fps=2.0,
+        max_frames=1024,
+        segment_frames=8,
+        budget=4096,
+        options=(("base_vlm", "Qwen/Qwen3-VL-2B-Instruct"), ("budgets", (4096, 8192)), ("min_tokens", 4)),
+        label="Tempo-6B (official weights: Qwen3-VL-2B compressor + Qwen3-4B answering LLM)",
+        notes="arXiv 2604.08120; the authors' checkpoint run by our own code; needs a GPU and both "
+        "Vision-CAIR/Tempo-6B and Qwen/Qwen3-VL-2B-Instruct from the Hub.",
+    ),
+}
+
+
+def list_official_variants() -> list[str]:
+    """Variants that run an author-released checkpoint (``get_variant`` finds them too)."""
+    return list(OFFICIAL_VARIANTS)
+
+
 def _lookup(kind: str, registry, name: str):
     if name not in registry:
         raise UnknownNameError(f"unknown {kind} {name!r}; valid names: {', '.join(registry)}")
@@ -183,7 +212,7 @@ def list_variants() -> list[str]:
 
 def get_variant(name: str) -> Variant:
     """The variant called ``name``; UnknownNameError (a KeyError) listing the valid names otherwise."""
-    return _lookup("variant", variants, name)
+    return _lookup("variant", variants | OFFICIAL_VARIANTS, name)
 
 
 def list_backbones() -> list[str]:
