@@ -242,10 +242,11 @@ def _move(video, device):
 
 
 def _run_one(backbone, video, spans, prepared, question, settings, method) -> Iterator[Event]:
-    compressor = compressors.build(method, **settings.options_for(method))
-    report = MethodReport(method=method, label=compressor.label)
+    report = MethodReport(method=method, label=method)
     memory = _MemoryMeter(backbone.device)
     try:
+        compressor = compressors.build(method, **settings.options_for(method))
+        report.label = compressor.label
         torch.manual_seed(settings.seed)
         t0 = time.perf_counter()
         with torch.inference_mode():
@@ -264,12 +265,18 @@ def _run_one(backbone, video, spans, prepared, question, settings, method) -> It
         _account_generation(report, result, generation.stats, frames=prepared.real_frames)
     except torch.OutOfMemoryError:
         report.error = "Out of memory: lower the token budget or the max frames and try again."
+        _free_memory()
     except Exception as err:  # one method failing must not take the other columns down
         report.error = _one_sentence(err)
     finally:
         report.memory = memory.stop()
-        gc.collect()
     return report
+
+
+def _free_memory() -> None:
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
 
 
 def _account(report: MethodReport, result, prepared: PreparedVideo, spans: list[SegmentSpan]) -> None:

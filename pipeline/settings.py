@@ -62,14 +62,17 @@ class Settings:
 
     @classmethod
     def for_backbone(cls, backbone: str, **overrides) -> Settings:
-        """The registry's defaults for ``backbone`` (taken from its ``<backbone>.tempo`` variant), overridden."""
-        variant = _variant(backbone, "tempo")
+        """The registry's defaults for ``backbone``, with ``overrides`` (None means "the default")."""
+        try:
+            spec = model_zoo.get_backbone_spec(backbone)
+        except KeyError as err:
+            raise SettingsError(str(err)) from None
         defaults = {
             "backbone": backbone,
-            "budget": variant.budget,
-            "fps": variant.fps,
-            "max_frames": variant.max_frames,
-            "segment_frames": variant.segment_frames,
+            "budget": spec.budget,
+            "fps": spec.fps,
+            "max_frames": spec.max_frames,
+            "segment_frames": spec.segment_frames,
         }
         defaults.update({k: v for k, v in overrides.items() if v is not None})
         if "methods" in defaults:
@@ -78,7 +81,7 @@ class Settings:
 
     def options_for(self, method: str) -> dict:
         """The method's options: the variant's defaults, then this comparison's overrides."""
-        options = dict(_variant(self.backbone, method).options)
+        options = _variant(self.backbone, method).options_dict()
         options.update(self.method_options.get(method, {}))
         return options
 
@@ -104,7 +107,7 @@ def _variant(backbone: str, method: str) -> model_zoo.Variant:
     try:
         return model_zoo.get_variant(f"{backbone}.{method}")
     except KeyError as err:
-        raise SettingsError(str(err.args[0]) if err.args else str(err)) from None
+        raise SettingsError(str(err)) from None
 
 
 def parse_methods(text: str | Sequence[str]) -> tuple[str, ...]:
