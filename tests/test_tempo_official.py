@@ -482,3 +482,32 @@ def test_frame_sizes_follow_the_three_resizes():
     assert official.frame_sizes(800, 1920) == [(208, 512), (192, 512), (224, 608)]
     # 320x240 stays, 240 -> 256 (7.5 rounds to 8), 80 cells -> scaled up to 352 x 416.
     assert official.frame_sizes(240, 320) == [(240, 320), (256, 320), (352, 416)]
+
+
+# -------------------------------------------------------------------------------------- registry and GPU
+
+
+def test_registry_entry():
+    from model_zoo.variants import get_variant, list_official_variants
+    from pipeline.official import BUDGETS, VARIANT
+
+    variant = get_variant(VARIANT)
+    assert VARIANT in list_official_variants() and variant.hub_id == official.HUB_ID
+    assert "non-commercial" in variant.license
+    assert (variant.fps, variant.max_frames, variant.segment_frames, variant.budget) == (2.0, 1024, 8, 4096)
+    assert variant.options_dict()["budgets"] == BUDGETS == (4096, 8192)
+    assert variant.options_dict()["base_vlm"] == official.BASE_VLM
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_bf16_on_cuda(setup):
+    """The loading path the Space takes: tensors read straight to the GPU in bf16, relevance in float32."""
+    gpu = load_tempo_official(setup.tempo, base_vlm=setup.base, device="cuda", rule=TINY_RULE)
+    modules = gpu.model.modules
+    assert {p.dtype for p in modules.parameters()} == {torch.bfloat16}
+    assert {p.device.type for p in modules.parameters()} == {"cuda"}
+    assert gpu.model.relevance.dtype == torch.float32
+    run = gpu.run(frames_for(24), 12.0, "Where is the ball?", budget=40, max_new_tokens=4)
+    assert all(0.0 < s < 1.0 for s in run.segment_scores) and sum(run.segment_tokens) <= 40
+    assert isinstance(run.text, str) and run.prompt.embeds.dtype == torch.bfloat16
