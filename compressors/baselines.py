@@ -17,7 +17,6 @@ from dataclasses import asdict, dataclass
 from typing import ClassVar
 
 import torch
-import torch.nn.functional as F
 
 from .base import (
     BackboneHooks,
@@ -36,6 +35,7 @@ from .base import (
     span_tokens,
     timestamp_text,
 )
+from .pooling import apply_pool, grid_pool_matrix
 
 
 def spread(n: int, k: int) -> list[int]:
@@ -127,7 +127,7 @@ class Pool:
         h, w = pooled_grid(*video.grid, budget // len(groups))
         return CompressionResult(
             method=self.name,
-            segments=[_pooled_group(video, g, h, w) for g in groups],
+            segments=pooled_groups(video, groups, (h, w)),
             kept_frames=frames_of_groups(video, groups, segments),
             raw_tokens=raw_token_count(video),
             segment_tokens=span_tokens(segments, dict.fromkeys(groups, h * w)),
@@ -136,16 +136,21 @@ class Pool:
 
 
 def pool_grid(features: torch.Tensor, grid: tuple[int, int], size: tuple[int, int]) -> torch.Tensor:
-    """``[P, D]`` on an ``h x w`` grid → ``[h' * w', D]`` adaptive average pooled, row-major."""
-    h, w = grid
-    x = features.float().T.reshape(1, -1, h, w)
-    return F.adaptive_avg_pool2d(x, size).reshape(features.shape[1], -1).T.to(features.dtype)
+    """``[..., P, D]`` on an ``h x w`` grid → ``[..., h' * w', D]`` adaptive average pooled, row-major."""
+    return apply_pool(grid_pool_matrix(*grid, *size), features)
 
 
-def _pooled_group(video: EncodedVideo, g: int, h: int, w: int) -> VisualSegment:
-    return VisualSegment(
-        text=timestamp_text(float(video.group_times[g])),
-        embeds=pool_grid(video.embeds[g], video.grid, (h, w)),
-        positions=grid_positions(h, w),
-        deepstack=[pool_grid(level[g], video.grid, (h, w)) for level in video.deepstack],
-    )
+def pooled_groups(video: EncodedVideo, groups: list[int], size: tuple[int, int]) -> list[VisualSegment]:
+    """``groups`` pooled to ``size`` in one matmul per feature set, each its own stock-layout block."""
+    embeds = pool_grid(video.embeds[groups], video.grid, size)
+    levels = [pool_grid(level[groups], video.grid, size) for level in video.deepstack]
+    positions = grid_positions(*size)
+    return [
+        VisualSegment(
+            text=timestamp_text(float(video.group_times[g])),
+            embeds=embeds[i],
+            positions=positions,
+            deepstack=[level[i] for level in levels],
+        )
+        for i, g in enumerate(groups)
+    ]

@@ -45,6 +45,7 @@ from .base import (
     raw_token_count,
     timestamp_text,
 )
+from .pooling import adaptive_bin, bin_average, pool_matrix
 
 
 def split_tokens(total: int, *, groups: int, cells: int, spatial_share: float = 0.75) -> tuple[int, int]:
@@ -76,7 +77,7 @@ def compress_segment(
     g, h, w, d = tokens.shape
     p, t = split_tokens(total, groups=g, cells=h * w, spatial_share=spatial_share)
     cell_w, cell_pos = _cell_weights(h, w, p)
-    time_w = _time_weights(g, t)
+    time_w = pool_matrix(g, t)
     flat = tokens.float()
     spatial = cell_w.to(tokens.device) @ flat.mean(0).reshape(h * w, d)
     temporal = time_w.to(tokens.device) @ flat.mean((1, 2))
@@ -87,23 +88,6 @@ def compress_segment(
         ]
     )
     return torch.cat([spatial, temporal]).to(tokens.dtype), positions
-
-
-def _bin(i: int, n: int, size: int) -> tuple[int, int]:
-    """Bin ``i`` of ``n`` over ``size`` items, as adaptive average pooling cuts them: ``[start, end)``."""
-    return (i * size) // n, -((-(i + 1) * size) // n)
-
-
-def _average(start: int, end: int, size: int) -> torch.Tensor:
-    row = torch.zeros(size)
-    row[start:end] = 1.0 / (end - start)
-    return row
-
-
-@functools.lru_cache(maxsize=256)
-def _time_weights(g: int, t: int) -> torch.Tensor:
-    """``[t, g]``: row k averages time bin k (bins repeat single groups when t > g)."""
-    return torch.stack([_average(*_bin(k, t, g), g) for k in range(t)])
 
 
 @functools.lru_cache(maxsize=256)
@@ -117,11 +101,11 @@ def _cell_weights(h: int, w: int, p: int) -> tuple[torch.Tensor, torch.Tensor]:
     rows = min(max(round(math.sqrt(p * h / w)), -(-p // w), 1), h, p)
     weights, centres = [], []
     for i in range(rows):
-        r0, r1 = _bin(i, rows, h)
+        r0, r1 = adaptive_bin(i, rows, h)
         cells = p // rows + (i < p % rows)
         for j in range(cells):
-            c0, c1 = _bin(j, cells, w)
-            weights.append(torch.outer(_average(r0, r1, h), _average(c0, c1, w)).flatten())
+            c0, c1 = adaptive_bin(j, cells, w)
+            weights.append(torch.outer(bin_average(r0, r1, h), bin_average(c0, c1, w)).flatten())
             centres.append(((r0 + r1 - 1) // 2, (c0 + c1 - 1) // 2))
     return torch.stack(weights), torch.tensor(centres, dtype=torch.long)
 

@@ -81,11 +81,16 @@ def merge_like(
         )
     k = int(assignment.max()) + 1
     w = torch.ones(len(assignment), device=features.device) if sizes is None else sizes.to(features.device)
-    sums = torch.zeros(k, features.shape[1], device=features.device).index_add_(
-        0, assignment, features.float() * w[:, None]
-    )
-    totals = torch.zeros(k, device=features.device).index_add_(0, assignment, w.float())
+    sums, totals = _group_sum(features.float() * w[:, None], w.float(), assignment, k)
     return (sums / totals[:, None]).to(features.dtype)
+
+
+def _group_sum(
+    x: torch.Tensor, size: torch.Tensor, index: torch.Tensor, k: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per output ``j < k``: the sums of ``x`` ``[N, D]`` and ``size`` ``[N]`` over inputs with index ``j``."""
+    sums = torch.zeros(k, x.shape[1], device=x.device).scatter_add_(0, index[:, None].expand_as(x), x)
+    return sums, torch.zeros(k, device=x.device).scatter_add_(0, index, size)
 
 
 def _check(x: torch.Tensor, keep: int, sizes: torch.Tensor | None) -> int:
@@ -112,7 +117,5 @@ def _merge_step(
     survives[a_idx[src]] = False
     new_index = torch.cumsum(survives, 0) - 1
     new_index[a_idx[src]] = new_index[b_idx[pick[src]]]
-    m = n - r
-    sums = torch.zeros(m, x.shape[1], device=x.device).index_add_(0, new_index, x * size[:, None])
-    new_size = torch.zeros(m, device=x.device).index_add_(0, new_index, size)
+    sums, new_size = _group_sum(x * size[:, None], size, new_index, n - r)
     return sums / new_size[:, None], new_size, dest[survives], new_index
