@@ -78,13 +78,12 @@ def export_moments(
     clamped to the video, duplicates merged; at most MAX_MOMENTS moments of at most MAX_WINDOW_S each.
     Raises ValueError for no times, and the VideoErrors of `sample` for a video we cannot read.
     """
-    moments = sorted({float(t) for t in times})
-    if not moments:
+    if len(times) == 0:
         raise ValueError("export_moments needs at least one time")
     limits = limits or DEFAULT_LIMITS
     deadline = Deadline(limits.decode_time_limit_s)
     info, index = inspect_within_limits(path, limits, deadline)
-    moments = [min(max(t, 0.0), info.duration) for t in moments][:MAX_MOMENTS]
+    moments = sorted({min(max(float(t), 0.0), info.duration) for t in times})[:MAX_MOMENTS]
     window_s = min(max(window_s, 1e-3), MAX_WINDOW_S)
     fps = min(info.fps, MAX_OUTPUT_FPS)
     size = _even(output_size(info, max_side))

@@ -78,7 +78,9 @@ def check_file(path: PathLike, limits: Limits | None = None) -> Path:
     """Return `path` as a Path if it names a non-empty regular file within `limits.max_size_mb`."""
     p = Path(path)
     if not p.exists():
-        raise VideoNotFoundError(f"The video file {p.name!r} was not found; upload it again.")
+        raise VideoNotFoundError(
+            f"The video file {p.name!r} was not found; check the path or upload it again."
+        )
     if not p.is_file():
         raise NotAVideoError(f"{p.name!r} is a folder, not a video; upload a video file.")
     size = p.stat().st_size

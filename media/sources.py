@@ -20,6 +20,7 @@ import shutil
 import socket
 import tempfile
 import threading
+import urllib.parse
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
@@ -238,9 +239,14 @@ class _GuardedRedirectHandler(ytdlp_urllib.RedirectHandler):
         super().__init__()
         self._state = state
 
-    def redirect_request(self, req, fp, code, msg, headers, newurl):
-        self._state.check_hop(newurl)
-        return super().redirect_request(req, fp, code, msg, headers, newurl)
+    def http_error_302(self, req, fp, code, msg, headers):
+        """Check the next hop (scheme and every address) before urllib looks at it."""
+        location = headers.get("location") or headers.get("uri")
+        if location:
+            self._state.check_hop(urllib.parse.urljoin(req.full_url, location))
+        return super().http_error_302(req, fp, code, msg, headers)
+
+    http_error_301 = http_error_303 = http_error_307 = http_error_308 = http_error_302
 
 
 class _GuardedRH(ytdlp_urllib.UrllibRH):

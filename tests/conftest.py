@@ -22,14 +22,14 @@ def test_videos(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def video_server(test_videos):
-    """tests.videos.VideoServer on 127.0.0.1 serving clip.mp4 (4 s), long.mp4 (12 s) and big.mp4 (~1 MB)."""
+    """tests.videos.VideoServer on 127.0.0.1 serving clip.mp4 (4 s), long.mp4 (12 s) and big.mp4 (1.2 MB)."""
     from tests.videos import VideoServer, make_clip, write_video
 
     folder = test_videos.folder / "served"
     folder.mkdir(exist_ok=True)
     make_clip(folder / "clip.mp4", 4)
     make_clip(folder / "long.mp4", 12)
-    write_video(folder / "big.mp4", 20, size=(640, 360), options={"crf": "0"}, draw=_noise)
+    write_video(folder / "big.mp4", 10, size=(320, 240), options={"crf": "0"}, draw=_noise)
     with VideoServer(folder) as server:
         yield server
 

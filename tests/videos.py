@@ -260,6 +260,7 @@ class _Handler(http.server.SimpleHTTPRequestHandler):
         url = urllib.parse.urlsplit(self.path)
         query = dict(urllib.parse.parse_qsl(url.query))
         self.server.owner.requests.append(url.path)
+        self.server.owner.headers.append(dict(self.headers))
         route = getattr(self, "_route_" + url.path.strip("/").replace(".", "_").replace("-", "_"), None)
         if route is not None:
             route(query)
@@ -270,6 +271,7 @@ class _Handler(http.server.SimpleHTTPRequestHandler):
         data = body.encode()
         self.send_response(200)
         self.send_header("Content-Type", "text/html; charset=utf-8")
+        self.send_header("Set-Cookie", "session=secret; Path=/")
         self.send_header("Content-Length", str(len(data)))
         self.end_headers()
         self.wfile.write(data)
@@ -327,7 +329,8 @@ class VideoServer:
     /page.html?src=NAME  a page with one <video> tag     /two.html       a page with two videos
     /novideo.html        a page without video           /redirect?to=U  302 to U
     /stream.mp4?size=N   N bytes, no Content-Length     /trickle.mp4    one byte every 0.2 s
-    `requests` lists the paths asked for; `bytes_sent["stream.mp4"]` what the stream route wrote.
+    `requests` lists the paths asked for, `headers` their request headers (pages set a cookie), and
+    `bytes_sent["stream.mp4"]` what the stream route wrote.
     """
 
     class _Server(http.server.ThreadingHTTPServer):
@@ -340,6 +343,7 @@ class VideoServer:
         self._server.owner = self
         self.port = self._server.server_address[1]
         self.requests: list[str] = []
+        self.headers: list[dict[str, str]] = []
         self.bytes_sent: dict[str, int] = {}
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
 
