@@ -19,6 +19,7 @@ import torch
 
 import media
 import model_zoo
+from media.clips import export_moments
 from pipeline import compare as pc
 from pipeline import report as rp
 from pipeline import runcard
@@ -102,8 +103,8 @@ def _source(video: str | None, url: str | None) -> str:
 
 def compare(
     video: str | None,
-    url: str,
-    question: str,
+    url: str = "",
+    question: str = "",
     methods: list[str] | None = None,
     backbone: str = DEFAULT_BACKBONE,
     budget: float = 4096,
@@ -149,7 +150,7 @@ def _stream(events, question, settings: Settings, progress, old_card: dict | Non
         elif isinstance(event, pc.AnswerDelta):
             yield {ui[event.method]["answer"]: event.text}
         elif isinstance(event, pc.MethodDone):
-            yield _column_done(event.report, settings)
+            yield _column_done(event.report)
         elif isinstance(event, pc.Finished):
             yield _finished(event, question, settings, old_card)
 
@@ -165,7 +166,7 @@ def _blank_columns(settings: Settings) -> dict:
     return updates
 
 
-def _column_done(report: pc.MethodReport, settings: Settings) -> dict:
+def _column_done(report: pc.MethodReport) -> dict:
     col = ui[report.method]
     return {
         col["answer"]: report.answer if not report.error else f"⚠️ {report.error}",
@@ -187,8 +188,10 @@ def _finished(event: pc.Finished, question: str, settings: Settings, old_card: d
         timings_table: rp.timings_frame(event.reports, event.shared_timings),
         card_file: str(card_path),
         last_run: {"path": str(event.prepared.path), "kept": _kept_times(event)},
+        **_blank_columns(settings),
     }
     for method, report in event.reports.items():
+        updates.update(_column_done(report))  # every output final, so an API caller gets the whole result
         col = ui[method]
         updates[col["gallery"]] = rp.gallery_items(event.prepared, report)
         updates[col["moments"]] = gr.update(interactive=bool(report.kept) and not report.error)
@@ -234,7 +237,7 @@ def kept_moments(method: str, state: dict | None):
         raise gr.Error("Run a comparison first: this method has no kept frames yet.")
     out = Path(tempfile.mkdtemp(prefix="arena-moments-")) / f"kept-moments-{method}.mp4"
     try:
-        return str(media.export_moments(state["path"], state["kept"][method], out))
+        return str(export_moments(state["path"], state["kept"][method], out))
     except media.VideoError as err:
         raise gr.Error(str(err)) from None
 

@@ -137,7 +137,7 @@ _BACKBONES = (
         num_layers=4,
         label="Tiny random Qwen3-VL (offline tests; answers are noise)",
         max_frames=32,
-        budget=256,
+        budget=64,  # below the ~240 raw tokens of 32 tiny frames, so every method must compress
         needs_gpu=False,
         notes="Built in memory by model_zoo.tiny.build_tiny: real classes, random weights, no download.",
     ),

@@ -1,0 +1,27 @@
+"""Launch the real app in-process on 127.0.0.1 for client and browser tests."""
+
+from __future__ import annotations
+
+import socket
+from contextlib import contextmanager
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextmanager
+def running_app(backbone: str = "tiny-random"):
+    """Yield the base URL of the app (tiny backbone) and close it afterwards."""
+    import app
+
+    demo = app.build_demo(backbone)
+    demo.queue(max_size=16, default_concurrency_limit=1)
+    port = free_port()
+    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
+    try:
+        yield f"http://127.0.0.1:{port}/"
+    finally:
+        demo.close()

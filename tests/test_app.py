@@ -1,0 +1,95 @@
+"""The app end to end through its API, as a gradio_client user would drive it (tiny backbone)."""
+
+import json
+from pathlib import Path
+
+import pytest
+from gradio_client import Client, handle_file
+from gradio_client.exceptions import AppError
+
+from pipeline.settings import METHODS
+from tests.app_server import running_app
+from tests.videos import make_clip, write_garbage
+
+pytestmark = pytest.mark.slow
+BUDGET = 48
+
+
+@pytest.fixture(scope="module")
+def client():
+    with running_app() as url:
+        yield Client(url, verbose=False)
+
+
+@pytest.fixture(scope="module")
+def clip(tmp_path_factory):
+    return make_clip(tmp_path_factory.mktemp("app") / "clip.mp4", seconds=4, fps=8, size=(128, 96))
+
+
+def _compare(client, video, question="What is shown?", **settings):
+    kwargs = {"budget": BUDGET, "max_frames": 16, "fps": 4, "max_new_tokens": 4, **settings}
+    return client.predict(video=video, url="", question=question, api_name="/compare", **kwargs)
+
+
+def _outputs(result) -> dict:
+    """Name the /compare outputs (the app's ``outputs`` list, less the gr.State the API does not return)."""
+    status, tokens, timeline, timings, card, *columns = result
+    per_method = {m: columns[4 * i : 4 * i + 4] for i, m in enumerate(METHODS)}
+    return {"status": status, "tokens": tokens, "timings": timings, "card": card, "columns": per_method}
+
+
+def test_all_five_methods_answer_with_consistent_accounting_and_galleries(client, clip):
+    out = _outputs(_compare(client, handle_file(str(clip))))
+    card = json.loads(Path(out["card"]).read_text())
+    assert set(card["results"]) == set(METHODS)
+    for method, (answer, tokens_md, gallery, _moments) in out["columns"].items():
+        result = card["results"][method]
+        assert result["error"] is None and answer == result["answer"] and answer
+        assert 0 < result["tokens"]["llm_input"] <= BUDGET < result["tokens"]["raw"]
+        assert f"{result['tokens']['llm_input']:,}" in tokens_md
+        assert len(gallery) == min(len(result["kept_frames"]), 48) > 0
+        assert all(Path(item["image"]).is_file() for item in gallery)
+        captions = [item["caption"] for item in gallery]
+        assert captions[0].startswith(f"{result['kept_frames'][0]['timestamp']:.1f} s")
+    rows = {row[0]: row for row in out["tokens"]["data"] if row[1] == "into the LLM"}
+    assert {m: rows[m][2] for m in METHODS} == {m: card["results"][m]["tokens"]["llm_input"] for m in METHODS}
+
+
+def test_a_garbage_file_gets_its_plain_sentence_and_the_next_comparison_works(client, clip, tmp_path):
+    garbage = write_garbage(tmp_path / "garbage.mp4")
+    with pytest.raises(AppError) as err:
+        _compare(client, handle_file(str(garbage)))
+    message = str(err.value)
+    assert "Traceback" not in message and message.strip()
+    out = _outputs(_compare(client, handle_file(str(clip)), methods=["uniform"]))
+    assert out["columns"]["uniform"][0]
+    assert out["columns"]["pool"][0] == "(not selected)"
+
+
+def test_an_empty_question_is_refused_with_a_sentence(client, clip):
+    with pytest.raises(AppError, match="Type a question"):
+        _compare(client, handle_file(str(clip)), question="  ")
+
+
+def test_no_video_and_no_url_is_refused_with_a_sentence(client):
+    with pytest.raises(AppError, match="Upload a video or paste a video URL"):
+        _compare(client, None)
+
+
+def test_a_downloaded_run_card_re_runs_to_the_same_result(client, clip):
+    out = _outputs(_compare(client, handle_file(str(clip)), methods=["tempo", "pool"]))
+    rerun = _outputs(
+        client.predict(
+            card_file=handle_file(out["card"]), video=handle_file(str(clip)), url="", api_name="/rerun_card"
+        )
+    )
+    assert "Re-run matches the card" in rerun["status"]
+
+
+def test_kept_moments_download_is_an_mp4_of_the_kept_frames(client, clip):
+    import media
+
+    _compare(client, handle_file(str(clip)), methods=["xcomp"])
+    path = client.predict(api_name="/moments_xcomp")
+    info = media.probe(path)
+    assert Path(path).suffix == ".mp4" and info.duration > 0
