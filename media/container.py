@@ -59,6 +59,11 @@ _CONTAINER_SIGNATURES = (
 )
 
 
+# What demuxing a damaged file can raise: FFmpeg errors, and IndexError from PyAV when a stream appears
+# mid-file (MPEG-TS allows it; found by tests/test_fuzz_media.py). Either way the readable part ends there.
+DEMUX_ERRORS = (av.error.FFmpegError, IndexError)
+
+
 class Deadline:
     """A wall-clock budget; `check()` raises DecodeTimeoutError once it is spent (None: no budget)."""
 
@@ -198,7 +203,7 @@ def _demux(container: av.container.InputContainer, stream, deadline: Deadline) -
             packet = next(packets)
         except StopIteration:
             return
-        except av.error.FFmpegError:
+        except DEMUX_ERRORS:
             return
         yield packet
 

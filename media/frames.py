@@ -20,6 +20,7 @@ import av
 import numpy as np
 
 from .container import (
+    DEMUX_ERRORS,
     Deadline,
     PacketIndex,
     PathLike,
@@ -196,7 +197,7 @@ class Decoder:
                 packet = next(packets)
             except StopIteration:
                 return
-            except av.error.FFmpegError:
+            except DEMUX_ERRORS:
                 return  # the container is damaged from here on
             self._set_skip(packet)
             try:
@@ -307,6 +308,8 @@ def sample(
     Limits (file size, source resolution, duration, output memory) are checked before any large frame is
     decoded; decoding stops with DecodeTimeoutError after `time_limit_s` (default limits.decode_time_limit_s).
     """
+    if max_side is not None and max_side < 1:
+        raise ValueError(f"max_side must be a positive number of pixels or None, got {max_side!r}")
     limits = limits or DEFAULT_LIMITS
     deadline = Deadline(time_limit_s if time_limit_s is not None else limits.decode_time_limit_s)
     check_file(path, limits)

@@ -66,7 +66,7 @@ class Fetched:
         """Move the video into `folder` (created if needed), remove the temporary folder; returns the new path."""
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
-        target = folder / self.path.name
+        target = _free_name(folder, self.path.name)
         shutil.move(str(self.path), target)
         self.cleanup()
         self.path = target
@@ -77,6 +77,16 @@ class Fetched:
 
     def __exit__(self, *exc) -> None:
         self.cleanup()
+
+
+def _free_name(folder: Path, name: str) -> Path:
+    """folder/name, or folder/stem-1.ext, -2, ... if taken: keeping a download never overwrites a file."""
+    target, stem, suffix = folder / name, Path(name).stem, Path(name).suffix
+    number = 0
+    while target.exists():
+        number += 1
+        target = folder / f"{stem}-{number}{suffix}"
+    return target
 
 
 class _Refused(OSError):
@@ -356,7 +366,7 @@ class _QuietLogger:
 def _params(state: _FetchState, folder: Path) -> dict:
     return {
         "format": _format_selector(state),
-        "outtmpl": {"default": "video.%(ext)s"},
+        "outtmpl": {"default": "%(id).60B.%(ext)s"},
         "paths": {"home": str(folder), "temp": str(folder)},
         "noplaylist": True,
         "extract_flat": "in_playlist",
@@ -482,6 +492,8 @@ def fetch(
     Raises UnsupportedURLError, PrivateAddressError, DownloadError, VideoTooLargeError, VideoTooLongError, or
     the errors of `probe` when the download is not a usable video.
     """
+    if not timeout_s > 0:
+        raise ValueError(f"timeout_s must be positive, got {timeout_s!r}")
     limits = Limits(max_duration_s=max_duration_s, max_size_mb=max_size_mb, max_height=max_height)
     urlguard.check_url(url, allow_private=allow_private)
     if out_dir is not None:

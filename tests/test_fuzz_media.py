@@ -25,8 +25,9 @@ SEEDS = [
     "faststart.mp4",
     "rot90.mp4",
     "odd.webm",
+    "h264.ts",
 ]
-CASES_PER_SEED = 50  # 500 mutated files
+CASES_PER_SEED = 50  # 550 mutated files
 CASE_TIME_LIMIT_S = 10.0
 TOTAL_TIMEOUT_S = 150.0
 

@@ -173,8 +173,11 @@ def test_a_server_that_trickles_bytes_cannot_hold_the_download_past_the_timeout(
     assert_nothing_left(tmp_path)
 
 
-def test_keep_moves_the_video_out_and_removes_the_temp_folder(video_server, tmp_path):
-    fetched = fetch(video_server.url("clip.mp4"), out_dir=tmp_path / "work", allow_private=True)
-    kept = fetched.keep(tmp_path / "kept")
-    assert kept.is_file() and kept.parent == tmp_path / "kept"
+def test_keep_moves_the_video_out_removes_the_temp_folder_and_never_overwrites(video_server, tmp_path):
+    kept = []
+    for _ in range(2):
+        fetched = fetch(video_server.url("clip.mp4"), out_dir=tmp_path / "work", allow_private=True)
+        kept.append(fetched.keep(tmp_path / "kept"))
+    assert [p.name for p in kept] == ["clip.mp4", "clip-1.mp4"]
+    assert all(p.is_file() and p.parent == tmp_path / "kept" for p in kept)
     assert_nothing_left(tmp_path / "work")

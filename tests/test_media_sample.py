@@ -31,6 +31,12 @@ def test_returned_pictures_are_the_source_frames_their_indices_name(test_videos,
     np.testing.assert_allclose(frames.timestamps, frames.indices / 10.0, atol=1e-9)
 
 
+def test_timestamps_count_from_the_first_frame_when_the_stream_starts_late(test_videos):
+    frames = sample(test_videos["h264.ts"], fps=2.5, exact=True)
+    assert shown_indices(frames) == frames.indices.tolist() == list(range(2, 40, 4))
+    np.testing.assert_allclose(frames.timestamps, frames.indices / 10.0, atol=1e-9)
+
+
 def test_frames_are_uint8_rgb_arrays_with_matching_timestamps_and_indices(test_videos):
     frames = sample(test_videos["h264.mp4"], fps=1)
     assert frames.frames.dtype == np.uint8 and frames.frames.shape == (4, 64, 96, 3)
@@ -176,6 +182,8 @@ def test_bad_arguments_are_value_errors_not_video_errors(test_videos):
         sample(test_videos["h264.mp4"], fps=0)
     with pytest.raises(ValueError):
         sample(test_videos["h264.mp4"], max_frames=0)
+    with pytest.raises(ValueError):
+        sample(test_videos["h264.mp4"], max_side=0)
 
 
 def test_frames_refuse_mismatched_shapes():

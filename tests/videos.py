@@ -188,6 +188,7 @@ VFR_PTS_MS = [i * 100 for i in range(10)] + [1000 + i * 250 for i in range(10)] 
 CATALOGUE: dict[str, Callable[[Path], Path]] = {
     "h264.mp4": lambda p: write_video(p, 40, gop=10),
     "h264_long_gop.mp4": lambda p: write_video(p, 200, fps=20, gop=100),
+    "h264.ts": lambda p: write_video(p, 40, gop=10),  # MPEG-TS: the first frame's pts is not 0
     "vp9.webm": lambda p: write_video(p, 40, codec="libvpx-vp9", gop=10),
     "av1.mkv": lambda p: write_video(p, 40, codec="libsvtav1", gop=10),
     "mpeg4.avi": lambda p: write_video(p, 40, codec="mpeg4", gop=10),
