@@ -310,6 +310,7 @@ def sample(
     """
     if max_side is not None and max_side < 1:
         raise ValueError(f"max_side must be a positive number of pixels or None, got {max_side!r}")
+    target_count(1.0, fps, max_frames)  # validates fps and max_frames before any work
     limits = limits or DEFAULT_LIMITS
     deadline = Deadline(time_limit_s if time_limit_s is not None else limits.decode_time_limit_s)
     check_file(path, limits)
@@ -335,8 +336,9 @@ def inspect_within_limits(
 ) -> tuple[VideoInfo, PacketIndex]:
     """Probe, refusing an oversized resolution before any frame is decoded and then a too-long duration."""
     with open_video(path) as container:
-        check_resolution(video_stream(container), limits)
-        info, index, _ = inspect(container, path, deadline)
+        check_resolution(video_stream(container), limits)  # from the header
+        info, index, stream = inspect(container, path, deadline)
+        check_resolution(stream, limits)  # headers can lie; now one frame has been decoded
     _check_duration(info, limits)
     return info, index
 

@@ -33,6 +33,8 @@ from yt_dlp.networking.exceptions import TransportError
 from . import urlguard
 from .errors import (
     DownloadError,
+    NotAVideoError,
+    NoVideoStreamError,
     UnsupportedURLError,
     VideoError,
     VideoTooLargeError,
@@ -466,10 +468,19 @@ def _downloaded_file(info: dict, folder: Path) -> Path:
     return files[0]
 
 
+_NOT_A_VIDEO_FROM_LINK = {
+    NotAVideoError: "The link gave a file that is not a video; paste a link to a video or a page that plays one.",
+    NoVideoStreamError: "The link gave sound but no picture; paste a link to a video.",
+}
+
+
 def _check_download(path: Path, limits: Limits) -> VideoInfo:
     if path.stat().st_size > limits.max_size_bytes:
         raise _too_large(limits)
-    info = probe(path, limits=limits)
+    try:
+        info = probe(path, limits=limits)
+    except (NotAVideoError, NoVideoStreamError) as e:
+        raise type(e)(_NOT_A_VIDEO_FROM_LINK[type(e)]) from e
     if info.duration > limits.max_duration_s:
         raise too_long(info.duration, limits.max_duration_s)
     return info

@@ -94,6 +94,22 @@ def test_size_cap_stops_a_download_of_unannounced_size_while_it_runs(video_serve
     assert video_server.bytes_sent["stream.mp4"] < total // 4
 
 
+def test_an_endless_web_page_is_cut_off_at_the_byte_budget(video_server, tmp_path):
+    total = 256 * 2**20
+    url = video_server.url(f"stream.mp4?size={total}&type=text/html")
+    with pytest.raises(media.VideoTooLargeError):
+        fetch(url, out_dir=tmp_path, allow_private=True, max_size_mb=1)
+    assert_nothing_left(tmp_path)
+    time.sleep(0.2)
+    assert video_server.bytes_sent["stream.mp4"] < total // 2  # read: 1 MB + the page allowance
+
+
+def test_a_link_to_something_that_is_not_a_video_says_so(video_server, tmp_path):
+    with pytest.raises(media.NotAVideoError, match="The link gave a file that is not a video"):
+        fetch(video_server.url("stream.mp4?size=5000"), out_dir=tmp_path / "out", allow_private=True)
+    assert_nothing_left(tmp_path / "out")
+
+
 def test_video_longer_than_the_cap_is_refused_after_probing(video_server, tmp_path):
     with pytest.raises(media.VideoTooLongError, match="12 s"):
         fetch(video_server.url("long.mp4"), out_dir=tmp_path, allow_private=True, max_duration_s=5)

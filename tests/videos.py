@@ -298,7 +298,7 @@ class _Handler(http.server.SimpleHTTPRequestHandler):
         """`size` bytes of zeros with no Content-Length: the client only learns the size by reading."""
         size, chunk = int(query.get("size", 16 * 2**20)), b"\0" * 65536
         self.send_response(200)
-        self.send_header("Content-Type", "video/mp4")
+        self.send_header("Content-Type", query.get("type", "video/mp4"))
         self.end_headers()
         sent = 0
         try:
@@ -329,7 +329,8 @@ class VideoServer:
 
     /page.html?src=NAME  a page with one <video> tag     /two.html       a page with two videos
     /novideo.html        a page without video           /redirect?to=U  302 to U
-    /stream.mp4?size=N   N bytes, no Content-Length     /trickle.mp4    one byte every 0.2 s
+    /stream.mp4?size=N&type=T  N bytes of type T (default video/mp4), no Content-Length
+    /trickle.mp4         one byte every 0.2 s
     `requests` lists the paths asked for, `headers` their request headers (pages set a cookie), and
     `bytes_sent["stream.mp4"]` what the stream route wrote.
     """
