@@ -8,6 +8,7 @@ one GPU entry point is ``_gpu_run``: on ZeroGPU, ``spaces.GPU`` gives it a GPU f
 from __future__ import annotations
 
 import argparse
+import atexit
 import os
 import shutil
 import tempfile
@@ -126,18 +127,35 @@ def compare(
         raise gr.Error(str(err)) from None
 
 
-_SOURCE_DIRS: list[str] = []  # folders of downloaded videos, kept for "Kept moments"; the oldest removed
-_KEEP_SOURCE_DIRS = 4
+class ScratchDirs:
+    """Temporary folders for files the page hands out; only the newest ``keep`` survive, all go at exit.
+
+    Downloaded videos stay for a few requests so "Kept moments" can cut them; run cards and clips are
+    copied into Gradio's cache when returned, so older folders are no longer needed.
+    """
+
+    def __init__(self, prefix: str, keep: int) -> None:
+        self.prefix, self.keep, self.dirs = prefix, keep, []
+        atexit.register(self.clear)
+
+    def new(self) -> Path:
+        self.dirs.append(tempfile.mkdtemp(prefix=self.prefix))
+        while len(self.dirs) > self.keep:
+            shutil.rmtree(self.dirs.pop(0), ignore_errors=True)
+        return Path(self.dirs[-1])
+
+    def clear(self) -> None:
+        while self.dirs:
+            shutil.rmtree(self.dirs.pop(), ignore_errors=True)
+
+
+SOURCES = ScratchDirs("arena-src-", keep=4)
+OUTPUTS = ScratchDirs("arena-out-", keep=32)
 
 
 def _compare_kwargs(source: str) -> dict:
-    """The GPU runner and limits; a URL downloads into a fresh folder kept for a few requests."""
-    workdir = None
-    if pc.is_url(source):
-        workdir = tempfile.mkdtemp(prefix="arena-src-")
-        _SOURCE_DIRS.append(workdir)
-        while len(_SOURCE_DIRS) > _KEEP_SOURCE_DIRS:
-            shutil.rmtree(_SOURCE_DIRS.pop(0), ignore_errors=True)
+    """The GPU runner and limits; a URL downloads into a fresh scratch folder."""
+    workdir = SOURCES.new() if pc.is_url(source) else None
     return {"runner": _gpu_run, "limits": LIMITS, "workdir": workdir}
 
 
@@ -162,7 +180,8 @@ def _blank_columns(settings: Settings) -> dict:
         updates[ui[m]["answer"]] = "" if chosen else "(not selected)"
         updates[ui[m]["tokens"]] = ""
         updates[ui[m]["gallery"]] = None
-        updates[ui[m]["moments"]] = gr.update(interactive=False)
+        updates[ui[m]["moments"]] = gr.update(value=None, visible=False)
+        updates[ui[m]["moments_btn"]] = gr.update(interactive=False)
     return updates
 
 
@@ -177,9 +196,7 @@ def _column_done(report: pc.MethodReport) -> dict:
 
 def _finished(event: pc.Finished, question: str, settings: Settings, old_card: dict | None) -> dict:
     card = runcard.build(event, question, settings)
-    card_path = (
-        Path(tempfile.mkdtemp(prefix="arena-card-")) / f"run-card-{card['video']['fingerprint'][:10]}.json"
-    )
+    card_path = OUTPUTS.new() / f"run-card-{card['video']['fingerprint'][:10]}.json"
     runcard.save(card, card_path)
     updates = {
         status: _status_line(event, old_card, card),
@@ -194,7 +211,7 @@ def _finished(event: pc.Finished, question: str, settings: Settings, old_card: d
         updates.update(_column_done(report))  # every output final, so an API caller gets the whole result
         col = ui[method]
         updates[col["gallery"]] = rp.gallery_items(event.prepared, report)
-        updates[col["moments"]] = gr.update(interactive=bool(report.kept) and not report.error)
+        updates[col["moments_btn"]] = gr.update(interactive=bool(report.kept) and not report.error)
     return updates
 
 
@@ -235,9 +252,9 @@ def kept_moments(method: str, state: dict | None):
     """A short MP4 of what ``method`` looked at: about a second around each kept frame, in order."""
     if not state or not state.get("kept", {}).get(method):
         raise gr.Error("Run a comparison first: this method has no kept frames yet.")
-    out = Path(tempfile.mkdtemp(prefix="arena-moments-")) / f"kept-moments-{method}.mp4"
+    out = OUTPUTS.new() / f"kept-moments-{method}.mp4"
     try:
-        return str(export_moments(state["path"], state["kept"][method], out))
+        return gr.update(value=str(export_moments(state["path"], state["kept"][method], out)), visible=True)
     except media.VideoError as err:
         raise gr.Error(str(err)) from None
 
@@ -303,10 +320,12 @@ def build_demo(default_backbone: str = DEFAULT_BACKBONE) -> gr.Blocks:
                             label="Kept frames", columns=3, height=260, elem_id=f"gallery-{m}"
                         ),
                         "moments_btn": gr.Button("Kept moments (MP4)", size="sm"),
-                        "moments": gr.File(label="Kept moments", interactive=False, elem_id=f"moments-{m}"),
+                        "moments": gr.File(label="Kept moments", visible=False, elem_id=f"moments-{m}"),
                     }
         with gr.Row():
-            tokens_plot = gr.BarPlot(x="method", y="tokens", color="stage", label="Visual tokens per method")
+            tokens_plot = gr.BarPlot(
+                x="bar", y="tokens", color="kind", sort=None, label="Visual tokens per method"
+            )
             timings_table = gr.Dataframe(label="Timings and memory", interactive=False)
         timeline_plot = gr.Plot(
             label="Per-segment allocation (bars), relevance (line) and kept frames (ticks)"
@@ -330,7 +349,7 @@ def build_demo(default_backbone: str = DEFAULT_BACKBONE) -> gr.Blocks:
             max_new_tokens,
         ]
         outputs = [status, tokens_plot, timeline_plot, timings_table, card_file, last_run] + [
-            c for m in COLUMNS for k, c in ui[m].items() if k != "moments_btn"
+            c for m in COLUMNS for c in ui[m].values()
         ]
         run.click(compare, inputs, outputs, api_name="compare", concurrency_id="gpu")
         question.submit(compare, inputs, outputs, api_name=False, concurrency_id="gpu")

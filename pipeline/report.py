@@ -44,16 +44,20 @@ def gallery_items(prepared: PreparedVideo, report: MethodReport, limit: int = GA
 
 
 def tokens_frame(reports: Mapping[str, MethodReport]) -> pd.DataFrame:
-    """Long-form table for a grouped bar chart: method, stage (raw / into the LLM / last layer), tokens."""
+    """Bars for the token chart: the raw video once, then each method's tokens into the LLM (and XComp's
+    tokens at the last layer), with ``kind`` to colour them."""
     rows = []
     for method, r in reports.items():
         if r.error or "llm_input" not in r.tokens:
             continue
-        rows.append({"method": method, "stage": "raw", "tokens": r.tokens["raw"]})
-        rows.append({"method": method, "stage": "into the LLM", "tokens": r.tokens["llm_input"]})
+        if not rows:
+            rows.append({"bar": "raw video", "kind": "raw", "tokens": r.tokens["raw"]})
+        rows.append({"bar": method, "kind": "into the LLM", "tokens": r.tokens["llm_input"]})
         if "last_layer" in r.tokens:
-            rows.append({"method": method, "stage": "last layer", "tokens": r.tokens["last_layer"]})
-    return pd.DataFrame(rows, columns=["method", "stage", "tokens"])
+            rows.append(
+                {"bar": f"{method} · last layer", "kind": "last layer", "tokens": r.tokens["last_layer"]}
+            )
+    return pd.DataFrame(rows, columns=["bar", "kind", "tokens"])
 
 
 def timings_frame(reports: Mapping[str, MethodReport], shared: Mapping[str, float]) -> pd.DataFrame:

@@ -32,7 +32,7 @@ def _compare(client, video, question="What is shown?", **settings):
 
 
 def _outputs(result) -> dict:
-    """Name the /compare outputs (the app's ``outputs`` list, less the gr.State the API does not return)."""
+    """Name the /compare outputs: the app's ``outputs`` less what the API does not return (state, buttons)."""
     status, tokens, timeline, timings, card, *columns = result
     per_method = {m: columns[4 * i : 4 * i + 4] for i, m in enumerate(METHODS)}
     return {"status": status, "tokens": tokens, "timings": timings, "card": card, "columns": per_method}
@@ -52,6 +52,7 @@ def test_all_five_methods_answer_with_consistent_accounting_and_galleries(client
         captions = [item["caption"] for item in gallery]
         assert captions[0].startswith(f"{result['kept_frames'][0]['timestamp']:.1f} s")
     rows = {row[0]: row for row in out["tokens"]["data"] if row[1] == "into the LLM"}
+    assert [row[0] for row in out["tokens"]["data"]][0] == "raw video"
     assert {m: rows[m][2] for m in METHODS} == {m: card["results"][m]["tokens"]["llm_input"] for m in METHODS}
 
 
@@ -90,6 +91,7 @@ def test_kept_moments_download_is_an_mp4_of_the_kept_frames(client, clip):
     import media
 
     _compare(client, handle_file(str(clip)), methods=["xcomp"])
-    path = client.predict(api_name="/moments_xcomp")
+    update = client.predict(api_name="/moments_xcomp")
+    path = update["value"] if isinstance(update, dict) else update
     info = media.probe(path)
     assert Path(path).suffix == ".mp4" and info.duration > 0
