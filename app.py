@@ -18,13 +18,14 @@ import gradio as gr
 import spaces  # ZeroGPU: imported before anything initialises CUDA (importing torch does not)
 import torch
 
+import compressors
 import media
 import model_zoo
 from media.clips import export_moments
 from pipeline import compare as pc
 from pipeline import report as rp
 from pipeline import runcard
-from pipeline.settings import METHODS, Settings, SettingsError
+from pipeline.settings import COLUMNS, METHODS, OFFICIAL, Settings, SettingsError
 
 ROOT = Path(__file__).parent
 DEFAULT_BACKBONE = "qwen3vl-2b" if torch.cuda.is_available() else "tiny-random"
@@ -41,7 +42,6 @@ USER_ERRORS = (
 )
 LIMITS = media.Limits()
 MAX_UPLOAD = os.environ.get("ARENA_MAX_UPLOAD", "500mb")
-COLUMNS = METHODS  # one result column per method, in this order
 
 
 # --- the GPU entry point --------------------------------------------------------------------------------
@@ -117,7 +117,7 @@ def compare(
     progress=gr.Progress(),  # noqa: B008 (gradio's idiom)
 ):
     """Compare the selected methods on one video and question; streams answers into their columns."""
-    methods = list(COLUMNS) if methods is None else methods
+    methods = list(METHODS) if methods is None else methods
     try:
         settings = _settings(methods, backbone, budget, fps, max_frames, segment_frames, seed, max_new_tokens)
         source = _source(video, url)
@@ -261,6 +261,20 @@ def kept_moments(method: str, state: dict | None):
 
 # --- layout -----------------------------------------------------------------------------------------------
 
+
+def _choice_label(method: str) -> str:
+    if method in OFFICIAL:
+        return f"{method} (official weights, {model_zoo.get_variant(method).license}; needs a GPU)"
+    return method
+
+
+def _column_header(method: str) -> str:
+    if method in OFFICIAL:
+        variant = model_zoo.get_variant(method)
+        return f"### {method}\n<small>{variant.label} · {variant.hub_id} · licence: {variant.license}</small>"
+    return f"### {method}\n<small>{compressors.COMPRESSORS[method]().label}</small>"
+
+
 ui: dict[str, dict] = {}
 
 
@@ -287,7 +301,10 @@ def build_demo(default_backbone: str = DEFAULT_BACKBONE) -> gr.Blocks:
             with gr.Column(scale=3):
                 question = gr.Textbox(label="Question", lines=2, elem_id="question")
                 methods = gr.CheckboxGroup(
-                    choices=[(m, m) for m in COLUMNS], value=list(COLUMNS), label="Methods", elem_id="methods"
+                    choices=[(_choice_label(m), m) for m in COLUMNS],
+                    value=list(METHODS),
+                    label="Methods",
+                    elem_id="methods",
                 )
                 backbone = gr.Dropdown(
                     choices=backbone_choices(), value=default_backbone, label="Backbone", elem_id="backbone"
@@ -309,8 +326,8 @@ def build_demo(default_backbone: str = DEFAULT_BACKBONE) -> gr.Blocks:
         status = gr.Markdown(elem_id="status")
         with gr.Row(equal_height=False):
             for m in COLUMNS:
-                with gr.Column(min_width=220):
-                    gr.Markdown(f"### {m}")
+                with gr.Column(min_width=200):
+                    gr.Markdown(_column_header(m))
                     ui[m] = {
                         "answer": gr.Textbox(
                             label="Answer", lines=4, interactive=False, elem_id=f"answer-{m}"

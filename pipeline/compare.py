@@ -25,7 +25,7 @@ import media
 import model_zoo
 from compressors.base import SegmentSpan
 from pipeline.cache import ByteLRU
-from pipeline.settings import Settings, parse_methods
+from pipeline.settings import OFFICIAL, Settings, parse_methods
 
 MB = 1 << 20
 
@@ -242,6 +242,8 @@ def _move(video, device):
 
 
 def _run_one(backbone, video, spans, prepared, question, settings, method) -> Iterator[Event]:
+    if method in OFFICIAL:
+        return (yield from _run_official(prepared, question, settings, method))
     report = MethodReport(method=method, label=method)
     memory = _MemoryMeter(backbone.device)
     try:
@@ -271,6 +273,76 @@ def _run_one(backbone, video, spans, prepared, question, settings, method) -> It
     finally:
         report.memory = memory.stop()
     return report
+
+
+def _official_model(checkpoint: str, base_vlm: str):
+    """The official Tempo-6B (one resident; loaded on first use). Tests swap this for a tiny checkpoint."""
+    from pipeline import official
+
+    key = (checkpoint, base_vlm)
+    if _OFFICIAL.get("key") != key:
+        _OFFICIAL.clear()
+        _OFFICIAL.update(key=key, model=official.load_tempo_official(checkpoint, base_vlm=base_vlm))
+    return _OFFICIAL["model"]
+
+
+_OFFICIAL: dict = {}
+
+
+def _run_official(prepared: PreparedVideo, question: str, settings: Settings, method: str) -> Iterator[Event]:
+    """``tempo-6b.official``: the authors' model on the same sampled frames and budget, in its own column.
+
+    It reports what the authors' demo shows: per-segment relevance and ATA allocation.
+    """
+    variant = model_zoo.get_variant(method)
+    report = MethodReport(method=method, label=variant.label)
+    memory = _MemoryMeter("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        options = settings.options_for(method)
+        model = _official_model(options["checkpoint"], options["base_vlm"])
+        t0 = time.perf_counter()
+        with torch.inference_mode():
+            frames = prepared.frames.frames[: prepared.real_frames]
+            run = model.run(
+                frames,
+                prepared.info.duration,
+                question,
+                budget=settings.budget,
+                max_new_tokens=settings.max_new_tokens,
+            )
+            report.timings["compress"] = time.perf_counter() - t0
+            t1 = time.perf_counter()
+            for delta in run:
+                report.answer += delta
+                yield AnswerDelta(method, report.answer)
+        report.timings["answer"] = time.perf_counter() - t1
+        _account_official(report, run, prepared)
+    except torch.OutOfMemoryError:
+        report.error = "Out of memory: lower the token budget or the max frames and try again."
+        _free_memory()
+    except Exception as err:  # one method failing must not take the other columns down
+        report.error = _one_sentence(err)
+    finally:
+        report.memory = memory.stop()
+    return report
+
+
+def _account_official(report: MethodReport, run, prepared: PreparedVideo) -> None:
+    from pipeline.official import allocation_table
+
+    report.kept = sorted(set(run.kept_frames))
+    report.kept_frames = [prepared.frame_ref(p) for p in report.kept]
+    report.segments = [
+        {"start": round(s.start, 3), "end": round(s.end, 3), "score": _round(s.score), "tokens": s.delivered}
+        for s in run.segments
+    ]
+    report.tokens = {
+        "raw": run.raw_tokens,
+        "llm_input": run.llm_tokens,
+        "per_frame": round(run.llm_tokens / max(1, prepared.real_frames), 3),
+        "ratio": round(run.raw_tokens / max(1, run.llm_tokens), 3),
+    }
+    report.extra = {"real_fps": round(run.real_fps, 4), "allocation": allocation_table(run)}
 
 
 def _free_memory() -> None:

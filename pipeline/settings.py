@@ -13,8 +13,12 @@ from dataclasses import dataclass, field
 import compressors
 import model_zoo
 
-#: The order of the columns on the page and in every report.
+#: The training-free methods and baselines on the shared backbone, in column order.
 METHODS: tuple[str, ...] = ("espresso", "xcomp", "tempo", "uniform", "pool")
+#: Author-released models run beside them with their own weights (off by default: they need the Hub and a GPU).
+OFFICIAL: tuple[str, ...] = ("tempo-6b.official",)
+#: Every column, in order.
+COLUMNS: tuple[str, ...] = METHODS + OFFICIAL
 
 
 class SettingsError(ValueError):
@@ -35,13 +39,13 @@ class Settings:
     seed: int = 0
     max_new_tokens: int = 64
     method_options: Mapping[str, Mapping[str, object]] = field(default_factory=dict)
+    official_checkpoint: str = "Vision-CAIR/Tempo-6B"  # hub id or local folder of tempo-6b.official
+    official_base: str = "Qwen/Qwen3-VL-2B-Instruct"  # its small VLM's original checkpoint (relevance rows)
 
     def __post_init__(self) -> None:
-        unknown = [m for m in self.methods if m not in compressors.COMPRESSORS]
+        unknown = [m for m in self.methods if m not in compressors.COMPRESSORS and m not in OFFICIAL]
         if unknown:
-            raise SettingsError(
-                f"Unknown method {', '.join(unknown)}; choose from {', '.join(compressors.COMPRESSORS)}."
-            )
+            raise SettingsError(f"Unknown method {', '.join(unknown)}; choose from {', '.join(COLUMNS)}.")
         if not self.methods:
             raise SettingsError("Pick at least one method to compare.")
         checks = [
@@ -81,6 +85,10 @@ class Settings:
 
     def options_for(self, method: str) -> dict:
         """The method's options: the variant's defaults, then this comparison's overrides."""
+        if method in OFFICIAL:
+            options = model_zoo.get_variant(method).options_dict()
+            options.update(checkpoint=self.official_checkpoint, base_vlm=self.official_base)
+            return options
         options = _variant(self.backbone, method).options_dict()
         options.update(self.method_options.get(method, {}))
         return options
@@ -113,7 +121,7 @@ def _variant(backbone: str, method: str) -> model_zoo.Variant:
 def parse_methods(text: str | Sequence[str]) -> tuple[str, ...]:
     """``"espresso,tempo"`` or a list → a tuple in the page's column order, duplicates removed."""
     names = [n.strip() for n in (text.split(",") if isinstance(text, str) else text) if n.strip()]
-    unknown = [n for n in names if n not in METHODS]
+    unknown = [n for n in names if n not in COLUMNS]
     if unknown:
-        raise SettingsError(f"Unknown method {', '.join(unknown)}; choose from {', '.join(METHODS)}.")
-    return tuple(m for m in METHODS if m in names)
+        raise SettingsError(f"Unknown method {', '.join(unknown)}; choose from {', '.join(COLUMNS)}.")
+    return tuple(m for m in COLUMNS if m in names)

@@ -177,3 +177,37 @@ def test_replay_refuses_a_different_video(clip, tmp_path):
     other = make_clip(tmp_path / "other.mp4", seconds=3, fps=8, size=(128, 96))
     with pytest.raises(runcard.CardError, match="fingerprint"):
         list(runcard.replay(card, video=other))
+
+
+# --- the official Tempo-6B column ---------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def tiny_official(tmp_path_factory):
+    """A tiny random checkpoint under the official key names, loaded with small frames."""
+    from pipeline import official
+    from tests.test_tempo_official import TINY_RULE, write_base, write_tempo
+
+    root = tmp_path_factory.mktemp("official")
+    tempo, base = write_tempo(root / "tempo"), write_base(root / "base")
+    return official.load_tempo_official(tempo, base_vlm=base, device="cpu", rule=TINY_RULE)
+
+
+def test_official_tempo_answers_in_its_own_column_with_its_allocation(clip, monkeypatch, tiny_official):
+    monkeypatch.setattr(pc, "_official_model", lambda checkpoint, base: tiny_official)
+    settings = dataclasses.replace(SETTINGS, methods=("tempo", "tempo-6b.official"))
+    reports = _run(clip, settings=settings)[-1].reports
+    official = reports["tempo-6b.official"]
+    assert official.error is None and official.answer
+    tokens = [s["tokens"] for s in official.segments]
+    assert 0 < official.tokens["llm_input"] == sum(tokens) <= SETTINGS.budget
+    assert all(0 < s["score"] < 1 for s in official.segments)
+    assert [row["tokens"] for row in official.extra["allocation"]] == tokens
+    assert reports["tempo"].error is None
+
+
+def test_official_tempo_without_hub_access_fails_in_its_column_only(clip):
+    settings = dataclasses.replace(SETTINGS, methods=("pool", "tempo-6b.official"))
+    reports = _run(clip, settings=settings)[-1].reports
+    assert "Vision-CAIR/Tempo-6B" in reports["tempo-6b.official"].error
+    assert reports["pool"].error is None and reports["pool"].answer
