@@ -162,6 +162,10 @@ def main(argv: list[str] | None = None) -> int:
     except (media.VideoError, UserError) as e:
         print(str(e), file=sys.stderr)
         return USER_ERROR
+    except OSError as e:  # a path that cannot be read or written: the user's to fix, not a crash
+        where = f" ({e.filename})" if e.filename else ""
+        print(f"{e.strerror or e}{where}; check the paths given.", file=sys.stderr)
+        return USER_ERROR
     except KeyboardInterrupt:
         print("Interrupted.", file=sys.stderr)
         return 130

@@ -100,10 +100,13 @@ def check_file(path: PathLike, limits: Limits | None = None) -> Path:
 
 
 def _looks_like_container(path: Path) -> bool:
-    with open(path, "rb") as f:
-        head = f.read(16)
-        f.seek(188)
-        ts_sync = f.read(1)
+    try:
+        with open(path, "rb") as f:
+            head = f.read(16)
+            f.seek(188)
+            ts_sync = f.read(1)
+    except OSError:
+        return False
     if head[:1] == b"\x47" and ts_sync == b"\x47":
         return True
     return any(head[off : off + len(sig)] == sig for off, sig in _CONTAINER_SIGNATURES)

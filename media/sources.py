@@ -27,8 +27,8 @@ from pathlib import Path
 
 import yt_dlp
 from yt_dlp.networking import _urllib as ytdlp_urllib
+from yt_dlp.networking.exceptions import CertificateVerifyError, TransportError
 from yt_dlp.networking.exceptions import HTTPError as YtdlpHTTPError
-from yt_dlp.networking.exceptions import TransportError
 
 from . import urlguard
 from .errors import (
@@ -421,6 +421,8 @@ def _map_error(error: BaseException) -> VideoError:
             return UnsupportedURLError(
                 "No video was found at this link; paste a link to a video file or to a page that plays one."
             )
+        if isinstance(cause, CertificateVerifyError):
+            return DownloadError("The site's security certificate could not be verified; check the link.")
         if isinstance(cause, YtdlpHTTPError):
             return DownloadError(
                 f"The server answered {cause.status} {cause.reason or ''}".rstrip()

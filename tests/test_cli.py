@@ -92,6 +92,15 @@ def test_unwritable_out_folder_is_a_user_error(test_videos, tmp_path, capsys):
     assert "choose another --out folder" in capsys.readouterr().err
 
 
+@pytest.mark.network
+def test_fetch_into_a_path_that_is_a_file_is_a_user_error(video_server, tmp_path, capsys):
+    blocker = tmp_path / "file"
+    blocker.write_text("in the way")
+    assert cli.main(["fetch", video_server.url("clip.mp4"), "--out", str(blocker), "--allow-private"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "check the paths given" in err[0]
+
+
 def test_a_new_command_is_one_function_and_one_registration(monkeypatch, capsys):
     def add_hello(commands):
         commands.add_parser("hello").set_defaults(run=lambda args: {"hello": "world"})

@@ -6,14 +6,20 @@ or make exactly 127.0.0.1 count as public (`public_loopback`) to test what happe
 
 from __future__ import annotations
 
+import functools
+import http.server
 import ipaddress
+import shutil
 import socket
+import ssl
+import subprocess
+import threading
 import time
 
 import pytest
 
 import media
-from media import fetch, urlguard
+from media import fetch, sources, urlguard
 from tests.videos import read_index
 
 pytestmark = pytest.mark.network
@@ -197,3 +203,53 @@ def test_keep_moves_the_video_out_removes_the_temp_folder_and_never_overwrites(v
     assert [p.name for p in kept] == ["clip.mp4", "clip-1.mp4"]
     assert all(p.is_file() and p.parent == tmp_path / "kept" for p in kept)
     assert_nothing_left(tmp_path / "work")
+
+
+# ------------------------------------------------------------------------------------------------ https
+
+
+@pytest.fixture(scope="module")
+def tls_server(video_server, tmp_path_factory):
+    """The same files over HTTPS on 127.0.0.1, with a self-signed certificate made by openssl."""
+    openssl = shutil.which("openssl")
+    if openssl is None:
+        pytest.skip("needs the openssl command to make a certificate")
+    folder = tmp_path_factory.mktemp("tls")
+    cert, key = folder / "cert.pem", folder / "key.pem"
+    subprocess.run(
+        [openssl, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1",
+         "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", key, "-out", cert],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(video_server.folder))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    server.socket = context.wrap_socket(server.socket, server_side=True)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"https://127.0.0.1:{server.server_address[1]}", cert
+    server.shutdown()
+    server.server_close()
+
+
+def test_https_downloads_go_through_the_same_guarded_connection(tls_server, tmp_path, monkeypatch):
+    base, cert = tls_server
+    make_context = sources._GuardedRH._make_sslcontext
+
+    def trusting(self, *args, **kwargs):
+        context = make_context(self, *args, **kwargs)
+        context.load_verify_locations(cert)
+        return context
+
+    monkeypatch.setattr(sources._GuardedRH, "_make_sslcontext", trusting)
+    with fetch(f"{base}/clip.mp4", out_dir=tmp_path, allow_private=True) as fetched:
+        assert fetched.info.frame_count == 40
+    with pytest.raises(media.PrivateAddressError):
+        fetch(f"{base}/clip.mp4", out_dir=tmp_path)
+
+
+def test_an_untrusted_certificate_is_a_download_error(tls_server, tmp_path):
+    base, _ = tls_server
+    with pytest.raises(media.DownloadError, match="certificate could not be verified"):
+        fetch(f"{base}/clip.mp4", out_dir=tmp_path, allow_private=True)
+    assert_nothing_left(tmp_path)

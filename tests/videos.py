@@ -341,6 +341,7 @@ class VideoServer:
 
     def __init__(self, folder: str | os.PathLike) -> None:
         handler = functools.partial(_Handler, directory=str(folder))
+        self.folder = Path(folder)
         self._server = self._Server(("127.0.0.1", 0), handler)
         self._server.owner = self
         self.port = self._server.server_address[1]
