@@ -88,6 +88,12 @@ def too_long(duration_s: float, limit_s: float) -> VideoTooLongError:
     )
 
 
+def too_large(limit_mb: float) -> VideoTooLargeError:
+    return VideoTooLargeError(
+        f"The video is larger than the {limit_mb:g} MB limit; choose a shorter or lower-resolution one."
+    )
+
+
 __all__ = [
     "CorruptVideoError",
     "DecodeTimeoutError",
@@ -103,5 +109,6 @@ __all__ = [
     "VideoTooLargeError",
     "VideoTooLongError",
     "duration_text",
+    "too_large",
     "too_long",
 ]

@@ -1,11 +1,11 @@
 """Fetching a video from a URL with yt-dlp (as a library), inside our limits and address rules.
 
-One `fetch` = one YoutubeDL whose only request handler is `_GuardedRH`: plain urllib with no proxy, no
-cookies, no file:// or ftp://, every connection made by `urlguard.connect` (each address checked, then
-connected to), every redirect hop checked, and every response body counted against a byte budget while it
-is read. A progress hook aborts the download as soon as the announced or received size passes the cap.
-Only progressive http(s) formats are chosen: HLS and DASH may fall back to an external ffmpeg, which would
-make its own connections outside these checks.
+The URL is checked first (`urlguard.check_url`: http or https, every address of its host public); then one
+`GuardedYoutubeDL` extracts and downloads it, all of its requests under the rules of `guarded_ytdlp`
+(each connection and redirect hop checked, bytes counted while read, a watchdog on the time). Playlists
+and live streams are refused; the format is the best progressive http(s) one at most `max_height` tall:
+HLS and DASH may fall back to an external ffmpeg, which would make its own connections outside these checks.
+A progress hook aborts the download as soon as the announced or received size passes the cap.
 
 yt-dlp often knows neither duration nor size (direct links, <video> pages) and its own rejections are
 silent, so both are checked again with `probe` after the download. Any failure removes the temporary folder.
@@ -13,20 +13,13 @@ silent, so both are checked again with `probe` after the download. Any failure r
 
 from __future__ import annotations
 
-import contextlib
-import functools
-import http.client
 import shutil
 import socket
 import tempfile
-import threading
-import urllib.parse
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
 import yt_dlp
-from yt_dlp.networking import _urllib as ytdlp_urllib
 from yt_dlp.networking.exceptions import CertificateVerifyError, TransportError
 from yt_dlp.networking.exceptions import HTTPError as YtdlpHTTPError
 
@@ -37,13 +30,13 @@ from .errors import (
     NoVideoStreamError,
     UnsupportedURLError,
     VideoError,
-    VideoTooLargeError,
+    too_large,
     too_long,
 )
+from .guarded_ytdlp import FetchState, GuardedYoutubeDL
 from .limits import Limits
 from .probe import VideoInfo, probe
 
-PAGE_ALLOWANCE_BYTES = 32 * 2**20  # web pages, player scripts and manifests read on top of the video itself
 PROGRESSIVE = ("http", "https")
 
 
@@ -91,214 +84,6 @@ def _free_name(folder: Path, name: str) -> Path:
     return target
 
 
-class _Refused(OSError):
-    """Raised inside yt-dlp's networking to stop it; the typed reason waits in `_FetchState.problem`."""
-
-
-class _FetchState:
-    """What one fetch allows and what went wrong, shared by the connection, response and progress hooks.
-
-    A watchdog timer shuts every socket of the fetch down when `timeout_s` is spent, so a server that
-    trickles bytes cannot hold a request past the deadline.
-    """
-
-    def __init__(self, limits: Limits, timeout_s: float, allow_private: bool) -> None:
-        self.limits, self.timeout_s, self.allow_private = limits, timeout_s, allow_private
-        self.budget = limits.max_size_bytes + PAGE_ALLOWANCE_BYTES
-        self.received = 0
-        self.problem: VideoError | None = None
-        self._sockets: list[socket.socket] = []
-        self._lock = threading.Lock()
-        self._expired = False
-        self._timer = threading.Timer(timeout_s, self.expire)
-        self._timer.daemon = True
-
-    def __enter__(self) -> _FetchState:
-        self._timer.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._timer.cancel()
-        with self._lock:
-            for sock in self._sockets:
-                sock.close()
-            self._sockets.clear()
-
-    def fail(self, error: VideoError) -> _Refused:
-        """Remember the first problem; returns an OSError for yt-dlp's networking to carry."""
-        if self.problem is None:
-            self.problem = error
-        return _Refused(error.message)
-
-    def _timeout_error(self) -> DownloadError:
-        return DownloadError(
-            f"The download took longer than {self.timeout_s:g} s; try a shorter video or try later."
-        )
-
-    def expire(self) -> None:
-        with self._lock:
-            self._expired = True
-            self.fail(self._timeout_error())
-            for sock in self._sockets:
-                with contextlib.suppress(OSError):
-                    sock.shutdown(socket.SHUT_RDWR)
-
-    def spend(self, count: int) -> None:
-        self.received += count
-        if self.received > self.budget:
-            raise self.fail(_too_large(self.limits))
-
-    def connect(self, address, timeout=None, source_address=None) -> socket.socket:
-        """Connection factory for http.client: guarded by urlguard, watched by the timer."""
-        if not isinstance(timeout, int | float):
-            timeout = self.timeout_s
-        try:
-            sock = urlguard.connect(address, min(timeout, self.timeout_s), allow_private=self.allow_private)
-        except VideoError as e:
-            raise self.fail(e) from e
-        with self._lock:
-            if self._expired:
-                sock.close()
-                raise self.fail(self._timeout_error())
-            self._sockets.append(
-                sock.dup()
-            )  # the dup survives TLS wrapping; shutting it down ends the connection
-        return sock
-
-    def check_hop(self, url: str) -> None:
-        try:
-            urlguard.check_url(url, allow_private=self.allow_private)
-        except VideoError as e:
-            raise self.fail(e) from e
-
-
-def _too_large(limits: Limits) -> VideoTooLargeError:
-    return VideoTooLargeError(
-        f"The video is larger than the {limits.max_size_mb:g} MB limit; choose a shorter or lower-resolution one."
-    )
-
-
-# ------------------------------------------------------------------------------------ yt-dlp networking
-
-
-class _CountingReader:
-    """Wraps an HTTP response's socket file; every byte read is charged to the fetch's budget as it arrives."""
-
-    def __init__(self, raw, state: _FetchState) -> None:
-        self._raw, self._state = raw, state
-
-    def _allow(self, n: int | None) -> int:
-        room = max(0, self._state.budget - self._state.received) + 1  # one byte past the cap trips it
-        return room if n is None or n < 0 else min(n, room)
-
-    def read(self, n: int | None = None) -> bytes:
-        if n is not None and n >= 0:
-            return self._charged(self._raw.read(self._allow(n)))
-        parts = []
-        while chunk := self._charged(self._raw.read(self._allow(1 << 16))):
-            parts.append(chunk)
-        return b"".join(parts)
-
-    def read1(self, n: int = -1) -> bytes:
-        return self._charged(self._raw.read1(self._allow(n if n >= 0 else 1 << 16)))
-
-    def readinto(self, buffer) -> int:
-        view = memoryview(buffer).cast("B")
-        count = self._raw.readinto(view[: self._allow(len(view))]) or 0
-        self._state.spend(count)
-        return count
-
-    def readline(self, limit: int = -1) -> bytes:
-        return self._charged(self._raw.readline(limit))
-
-    def _charged(self, data: bytes) -> bytes:
-        self._state.spend(len(data))
-        return data
-
-    def __getattr__(self, name):
-        return getattr(self._raw, name)
-
-
-class _CountingHTTPResponse(http.client.HTTPResponse):
-    def __init__(self, sock, *args, state: _FetchState, **kwargs) -> None:
-        super().__init__(sock, *args, **kwargs)
-        self.fp = _CountingReader(self.fp, state)
-
-
-class _GuardedHTTPHandler(ytdlp_urllib.HTTPHandler):
-    """yt-dlp's urllib handler (compression, headers), with our connections and counted responses."""
-
-    def __init__(self, state: _FetchState, **kwargs) -> None:
-        super().__init__(**kwargs)
-        self._state = state
-
-    def _connection(self, base, *args, **kwargs):
-        conn = base(*args, **kwargs)
-        conn._create_connection = self._state.connect
-        conn.response_class = functools.partial(_CountingHTTPResponse, state=self._state)
-        return conn
-
-    def http_open(self, req):
-        return self.do_open(functools.partial(self._connection, http.client.HTTPConnection), req)
-
-    def https_open(self, req):
-        conn = functools.partial(self._connection, http.client.HTTPSConnection)
-        return self.do_open(conn, req, context=self._context)
-
-
-class _GuardedRedirectHandler(ytdlp_urllib.RedirectHandler):
-    def __init__(self, state: _FetchState) -> None:
-        super().__init__()
-        self._state = state
-
-    def http_error_302(self, req, fp, code, msg, headers):
-        """Check the next hop (scheme and every address) before urllib looks at it."""
-        location = headers.get("location") or headers.get("uri")
-        if location:
-            self._state.check_hop(urllib.parse.urljoin(req.full_url, location))
-        return super().http_error_302(req, fp, code, msg, headers)
-
-    http_error_301 = http_error_303 = http_error_307 = http_error_308 = http_error_302
-
-
-class _GuardedRH(ytdlp_urllib.UrllibRH):
-    """yt-dlp request handler: http(s) only, no proxy, no cookie jar, guarded connections and redirects."""
-
-    _SUPPORTED_URL_SCHEMES = PROGRESSIVE
-    RH_NAME = "guarded-urllib"
-
-    def __init__(self, *, state: _FetchState, **kwargs) -> None:
-        kwargs["enable_file_urls"] = False
-        super().__init__(**kwargs)
-        self._state = state
-
-    def _create_instance(self, proxies, cookiejar, legacy_ssl_support=None):
-        opener = urllib.request.OpenerDirector()
-        context = self._make_sslcontext(legacy_ssl_support=legacy_ssl_support)
-        for handler in (
-            _GuardedHTTPHandler(self._state, context=context),
-            urllib.request.HTTPDefaultErrorHandler(),
-            urllib.request.HTTPErrorProcessor(),
-            _GuardedRedirectHandler(self._state),
-            urllib.request.UnknownHandler(),
-        ):
-            opener.add_handler(handler)
-        opener.addheaders = []
-        return opener
-
-
-class _GuardedYoutubeDL(yt_dlp.YoutubeDL):
-    """A YoutubeDL whose every request goes through `_GuardedRH` (per instance; nothing global is patched)."""
-
-    def __init__(self, params: dict, state: _FetchState) -> None:
-        self._fetch_state = state
-        super().__init__(params)
-
-    @functools.cached_property
-    def _request_director(self):
-        return self.build_request_director([functools.partial(_GuardedRH, state=self._fetch_state)])
-
-
 # ----------------------------------------------------------------------------------- format and hooks
 
 
@@ -329,7 +114,7 @@ def choose_format(formats: list[dict], *, max_height: int, max_bytes: int) -> tu
     return max(usable, key=lambda item: _format_rank(item, max_height))[1], too_big
 
 
-def _format_selector(state: _FetchState):
+def _format_selector(state: FetchState):
     def select(ctx: dict):
         fmt, too_big = choose_format(
             ctx.get("formats") or [],
@@ -337,20 +122,20 @@ def _format_selector(state: _FetchState):
             max_bytes=state.limits.max_size_bytes,
         )
         if fmt is None and too_big:
-            state.fail(_too_large(state.limits))
+            state.fail(too_large(state.limits.max_size_mb))
         return [fmt] if fmt is not None else []
 
     return select
 
 
-def _progress_hook(state: _FetchState):
+def _progress_hook(state: FetchState):
     def hook(progress: dict) -> None:
         if progress.get("status") != "downloading":
             return
         total = progress.get("total_bytes") or 0
         done = progress.get("downloaded_bytes") or 0
         if max(total, done) > state.limits.max_size_bytes:
-            state.fail(_too_large(state.limits))
+            state.fail(too_large(state.limits.max_size_mb))
             raise yt_dlp.utils.DownloadCancelled()
 
     return hook
@@ -365,7 +150,7 @@ class _QuietLogger:
     info = warning = error = debug
 
 
-def _params(state: _FetchState, folder: Path) -> dict:
+def _params(state: FetchState, folder: Path) -> dict:
     return {
         "format": _format_selector(state),
         "outtmpl": {"default": "%(id).60B.%(ext)s"},
@@ -449,8 +234,8 @@ def _refuse_unwanted(info: dict, limits: Limits) -> None:
         raise too_long(duration, limits.max_duration_s)
 
 
-def _run_ytdlp(url: str, folder: Path, state: _FetchState) -> dict:
-    with _GuardedYoutubeDL(_params(state, folder), state) as ydl:
+def _run_ytdlp(url: str, folder: Path, state: FetchState) -> dict:
+    with GuardedYoutubeDL(_params(state, folder), state) as ydl:
         try:
             info = ydl.extract_info(url, download=False)
             _refuse_unwanted(info, state.limits)
@@ -478,7 +263,7 @@ _NOT_A_VIDEO_FROM_LINK = {
 
 def _check_download(path: Path, limits: Limits) -> VideoInfo:
     if path.stat().st_size > limits.max_size_bytes:
-        raise _too_large(limits)
+        raise too_large(limits.max_size_mb)
     try:
         info = probe(path, limits=limits)
     except (NotAVideoError, NoVideoStreamError) as e:
@@ -513,7 +298,7 @@ def fetch(
         Path(out_dir).mkdir(parents=True, exist_ok=True)
     folder = Path(tempfile.mkdtemp(prefix="fetch-", dir=out_dir))
     try:
-        with _FetchState(limits, timeout_s, allow_private) as state:
+        with FetchState(limits, timeout_s, allow_private) as state:
             info = _run_ytdlp(url.strip(), folder, state)
         if state.problem is not None:
             raise state.problem

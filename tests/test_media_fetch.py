@@ -19,7 +19,7 @@ import time
 import pytest
 
 import media
-from media import fetch, sources, urlguard
+from media import fetch, guarded_ytdlp, urlguard
 from tests.videos import read_index
 
 pytestmark = pytest.mark.network
@@ -234,14 +234,14 @@ def tls_server(video_server, tmp_path_factory):
 
 def test_https_downloads_go_through_the_same_guarded_connection(tls_server, tmp_path, monkeypatch):
     base, cert = tls_server
-    make_context = sources._GuardedRH._make_sslcontext
+    make_context = guarded_ytdlp.GuardedRH._make_sslcontext
 
     def trusting(self, *args, **kwargs):
         context = make_context(self, *args, **kwargs)
         context.load_verify_locations(cert)
         return context
 
-    monkeypatch.setattr(sources._GuardedRH, "_make_sslcontext", trusting)
+    monkeypatch.setattr(guarded_ytdlp.GuardedRH, "_make_sslcontext", trusting)
     with fetch(f"{base}/clip.mp4", out_dir=tmp_path, allow_private=True) as fetched:
         assert fetched.info.frame_count == 40
     with pytest.raises(media.PrivateAddressError):
