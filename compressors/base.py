@@ -13,8 +13,8 @@ from __future__ import annotations
 import math
 import numbers
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
-from typing import Protocol, runtime_checkable
+from dataclasses import asdict, dataclass, field
+from typing import ClassVar, Protocol, runtime_checkable
 
 import torch
 
@@ -161,6 +161,46 @@ class Compressor(Protocol):
     def options(self) -> dict:
         """The method's settings, for the run card."""
         ...
+
+
+class Method:
+    """What every compressor shares: input checks, "a budget that covers the input changes nothing" (the
+    stock layout is returned), and its options for the run card.
+
+    A method is a frozen keyword-only dataclass subclassing this, with ``name``/``label`` class variables,
+    and implements only :meth:`reduce` (called when the budget is below the raw token count).
+    """
+
+    name: ClassVar[str]
+    label: ClassVar[str]
+
+    def options(self) -> dict:
+        return asdict(self)
+
+    def compress(
+        self,
+        video: EncodedVideo,
+        segments: Sequence[SegmentSpan],
+        question: str,
+        *,
+        budget: int,
+        hooks: BackboneHooks,
+    ) -> CompressionResult:
+        check_inputs(video, segments, budget)
+        if budget >= raw_token_count(video):
+            return passthrough(self.name, video, segments)
+        return self.reduce(video, segments, question, budget=budget, hooks=hooks)
+
+    def reduce(
+        self,
+        video: EncodedVideo,
+        segments: Sequence[SegmentSpan],
+        question: str,
+        *,
+        budget: int,
+        hooks: BackboneHooks,
+    ) -> CompressionResult:
+        raise NotImplementedError
 
 
 def timestamp_text(seconds: float) -> str:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import ClassVar
 
 import torch
@@ -22,14 +22,13 @@ from .base import (
     BackboneHooks,
     CompressionResult,
     EncodedVideo,
+    Method,
     SegmentSpan,
     VisualSegment,
-    check_inputs,
     empty_result,
     frames_of_groups,
     grid_positions,
     group_segment,
-    passthrough,
     raw_token_count,
     real_groups,
     span_tokens,
@@ -59,16 +58,13 @@ def pooled_grid(h: int, w: int, cap: int) -> tuple[int, int]:
 
 
 @dataclass(frozen=True, kw_only=True)
-class Uniform:
+class Uniform(Method):
     """Uniform frame sampling at the stock resolution: ``floor(B / P)`` groups spread over the video."""
 
     name: ClassVar[str] = "uniform"
     label: ClassVar[str] = "Uniform sampling (stock Qwen3-VL layout)"
 
-    def options(self) -> dict:
-        return asdict(self)
-
-    def compress(
+    def reduce(
         self,
         video: EncodedVideo,
         segments: Sequence[SegmentSpan],
@@ -77,9 +73,6 @@ class Uniform:
         budget: int,
         hooks: BackboneHooks,
     ) -> CompressionResult:
-        check_inputs(video, segments, budget)
-        if budget >= raw_token_count(video):
-            return passthrough(self.name, video, segments)
         per_group = video.embeds.shape[1]
         real = real_groups(video, segments)
         k = budget // per_group
@@ -99,16 +92,13 @@ class Uniform:
 
 
 @dataclass(frozen=True, kw_only=True)
-class Pool:
+class Pool(Method):
     """Every group average-pooled to the largest grid with ``G * h' * w' <= B``; DeepStack pooled alike."""
 
     name: ClassVar[str] = "pool"
     label: ClassVar[str] = "Average pooling (every frame, smaller grid)"
 
-    def options(self) -> dict:
-        return asdict(self)
-
-    def compress(
+    def reduce(
         self,
         video: EncodedVideo,
         segments: Sequence[SegmentSpan],
@@ -117,9 +107,6 @@ class Pool:
         budget: int,
         hooks: BackboneHooks,
     ) -> CompressionResult:
-        check_inputs(video, segments, budget)
-        if budget >= raw_token_count(video):
-            return passthrough(self.name, video, segments)
         groups = real_groups(video, segments)
         if budget < len(groups):
             why = f"budget {budget} is below one token for each of {len(groups)} groups"

@@ -26,7 +26,7 @@ from __future__ import annotations
 import functools
 import math
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import ClassVar
 
 import torch
@@ -36,12 +36,11 @@ from .base import (
     CompressionError,
     CompressionResult,
     EncodedVideo,
+    Method,
     SegmentSpan,
     VisualSegment,
-    check_inputs,
     empty_result,
     frames_of_groups,
-    passthrough,
     raw_token_count,
     timestamp_text,
 )
@@ -111,7 +110,7 @@ def _cell_weights(h: int, w: int, p: int) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 @dataclass(frozen=True, kw_only=True)
-class Espresso:
+class Espresso(Method):
     """Espresso, training-free: pooling stands in for the learned compressors (module docstring)."""
 
     name: ClassVar[str] = "espresso"
@@ -125,10 +124,7 @@ class Espresso:
                 f"spatial_share must lie strictly between 0 and 1, got {self.spatial_share}"
             )
 
-    def options(self) -> dict:
-        return asdict(self)
-
-    def compress(
+    def reduce(
         self,
         video: EncodedVideo,
         segments: Sequence[SegmentSpan],
@@ -137,9 +133,6 @@ class Espresso:
         budget: int,
         hooks: BackboneHooks,
     ) -> CompressionResult:
-        check_inputs(video, segments, budget)
-        if budget >= raw_token_count(video):
-            return passthrough(self.name, video, segments)
         h, w = video.grid
         total = min(budget // len(segments), h * w + max(len(s.groups) for s in segments))
         if total < 2:

@@ -20,7 +20,7 @@ Our training-free version on the shared backbone (the memory tokens and projecto
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import ClassVar
 
 import torch
@@ -30,13 +30,12 @@ from .base import (
     CompressionError,
     CompressionResult,
     EncodedVideo,
+    Method,
     SegmentSpan,
     VisualSegment,
-    check_inputs,
     frames_of_groups,
     grid_positions,
     group_segment,
-    passthrough,
     raw_token_count,
     timestamp_text,
 )
@@ -150,7 +149,7 @@ def merge_segment(video: EncodedVideo, span: SegmentSpan, keep: int) -> VisualSe
 
 
 @dataclass(frozen=True, kw_only=True)
-class Tempo:
+class Tempo(Method):
     """Tempo, training-free on the shared backbone (see the module docstring for the departures)."""
 
     name: ClassVar[str] = "tempo"
@@ -166,10 +165,7 @@ class Tempo:
                 f"Tempo needs 1 <= min_tokens <= max_tokens and batch_size >= 1, got {self.options()}"
             )
 
-    def options(self) -> dict:
-        return asdict(self)
-
-    def compress(
+    def reduce(
         self,
         video: EncodedVideo,
         segments: Sequence[SegmentSpan],
@@ -178,9 +174,6 @@ class Tempo:
         budget: int,
         hooks: BackboneHooks,
     ) -> CompressionResult:
-        check_inputs(video, segments, budget)
-        if budget >= raw_token_count(video):
-            return passthrough(self.name, video, segments)
         scores = relevance(video, segments, question, hooks, batch_size=self.batch_size)
         sizes = [len(s.groups) * video.embeds.shape[1] for s in segments]
         ata = allocate_tokens(scores, budget, self.min_tokens, min(self.max_tokens, max(sizes)))

@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import ClassVar
 
 import torch
@@ -45,13 +45,12 @@ from .base import (
     CompressionResult,
     EncodedVideo,
     KeepRule,
+    Method,
     SegmentSpan,
     VisualSegment,
-    check_inputs,
     empty_result,
     frames_of_groups,
     grid_positions,
-    passthrough,
     raw_token_count,
     real_groups,
     span_tokens,
@@ -192,7 +191,7 @@ def clip_scores(
 
 
 @dataclass(frozen=True, kw_only=True)
-class XComp:
+class XComp(Method):
     """XComp, training-free: ToMe to 16 tokens per frame, QC-Comp selection, LP-Comp keep rule."""
 
     name: ClassVar[str] = "xcomp"
@@ -211,10 +210,7 @@ class XComp:
                 f"XComp needs positive sizes, windows and stride in whole clips, got {self.options()}"
             )
 
-    def options(self) -> dict:
-        return asdict(self)
-
-    def compress(
+    def reduce(
         self,
         video: EncodedVideo,
         segments: Sequence[SegmentSpan],
@@ -223,9 +219,6 @@ class XComp:
         budget: int,
         hooks: BackboneHooks,
     ) -> CompressionResult:
-        check_inputs(video, segments, budget)
-        if budget >= raw_token_count(video):
-            return passthrough(self.name, video, segments)
         fpg = video.frames_per_group
         per_group = min(video.embeds.shape[1], fpg * self.tokens_per_frame)
         if budget < per_group:
