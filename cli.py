@@ -3,6 +3,10 @@
     python cli.py probe VIDEO
     python cli.py sample VIDEO --fps F --max-frames N [--max-side S] [--out DIR]
     python cli.py fetch URL [--out DIR] [--max-duration S] [--max-size-mb M] [--allow-private]
+    python cli.py compare --video PATH_OR_URL --question Q [--methods a,b] [--backbone NAME] [--budget B] [--json OUT]
+    python cli.py replay CARD [--video PATH_OR_URL] [--json OUT]
+
+`replay` exits with 1 when the answers or the token accounting differ from the card's.
 
 A user error (a video we cannot use, a bad argument) prints one plain line on stderr and exits with code 2,
 never a traceback. To add a command, write `add_<name>(commands)` that registers its parser and sets
@@ -142,9 +146,112 @@ def add_fetch(commands) -> None:
     p.set_defaults(run=run_fetch)
 
 
+# ---------------------------------------------------------------------------------- compare and replay
+
+
+def _finished(events):
+    """Drain a comparison's events (progress shown on a terminal's stderr); returns the final ``Finished``."""
+    from pipeline.compare import Finished, MethodDone, Progress
+
+    finished = None
+    for event in events:
+        if isinstance(event, Progress) and sys.stderr.isatty():
+            print(f"[{event.fraction:4.0%}] {event.message}", file=sys.stderr)
+        elif isinstance(event, MethodDone) and event.report.error:
+            print(f"{event.report.method} failed: {event.report.error}", file=sys.stderr)
+        elif isinstance(event, Finished):
+            finished = event
+    return finished
+
+
+def _write_card(card: dict, path: Path | None) -> None:
+    from pipeline import runcard
+
+    if path is not None:
+        try:
+            runcard.save(card, path)
+        except OSError as e:
+            raise UserError(f"Could not write the run card to {str(path)!r} ({e.strerror or e}).") from e
+
+
+def run_compare(args: argparse.Namespace) -> dict:
+    from pipeline import compare, runcard
+    from pipeline.settings import Settings, parse_methods
+
+    settings = Settings.for_backbone(
+        args.backbone,
+        methods=parse_methods(args.methods),
+        budget=args.budget,
+        fps=args.fps,
+        max_frames=args.max_frames,
+        segment_frames=args.segment_frames,
+        seed=args.seed,
+        max_new_tokens=args.max_new_tokens,
+    )
+    source = args.video if compare.is_url(args.video) else Path(args.video)
+    events = compare.compare(source, args.question, settings=settings, allow_private=args.allow_private)
+    card = runcard.build(_finished(events), compare.check_question(args.question), settings)
+    _write_card(card, args.json)
+    return card
+
+
+def add_compare(commands) -> None:
+    p = commands.add_parser(
+        "compare", help="compare the methods on one video and question; prints the run card"
+    )
+    p.add_argument("--video", required=True, help="a video file, or an http(s) link to one")
+    p.add_argument("--question", required=True)
+    p.add_argument(
+        "--methods",
+        default="espresso,xcomp,tempo,uniform,pool",
+        help="comma-separated, from espresso,xcomp,tempo,uniform,pool,tempo-6b.official (default: the first five)",
+    )
+    p.add_argument("--backbone", default="tiny-random", help="a model_zoo backbone (default tiny-random)")
+    p.add_argument(
+        "--budget", type=_positive(int), help="visual tokens into the LLM (default: the backbone's)"
+    )
+    p.add_argument("--fps", type=_positive(float), help="frames per second sampled (default: the backbone's)")
+    p.add_argument(
+        "--max-frames", type=_positive(int), help="at most this many frames (default: the backbone's)"
+    )
+    p.add_argument("--segment-frames", type=_positive(int), help="frames per segment (default 8)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--max-new-tokens", type=_positive(int), help="answer length cap")
+    p.add_argument("--json", type=Path, help="also write the run card to this file")
+    p.add_argument(
+        "--allow-private", action="store_true", help="allow local and private addresses (tests only)"
+    )
+    p.set_defaults(run=run_compare)
+
+
+def run_replay(args: argparse.Namespace) -> tuple[dict, int]:
+    from pipeline import runcard
+
+    card = runcard.load(args.card)
+    video = args.video if args.video is None or "://" in args.video else Path(args.video)
+    events = runcard.replay(card, video=video, allow_private=args.allow_private)
+    new = runcard.build(_finished(events), card["question"], runcard.settings_of(card))
+    _write_card(new, args.json)
+    differences = runcard.diff(card, new)
+    for line in differences:
+        print(f"differs: {line}", file=sys.stderr)
+    return {"same": not differences, "differences": differences, "card": new}, 1 if differences else 0
+
+
+def add_replay(commands) -> None:
+    p = commands.add_parser("replay", help="re-run a run card; exit 1 when answers or accounting differ")
+    p.add_argument("card", type=Path, help="a run card (.json) from the page or `compare --json`")
+    p.add_argument("--video", help="the card's video (needed when it was an uploaded file)")
+    p.add_argument("--json", type=Path, help="also write the new run card to this file")
+    p.add_argument(
+        "--allow-private", action="store_true", help="allow local and private addresses (tests only)"
+    )
+    p.set_defaults(run=run_replay)
+
+
 # --------------------------------------------------------------------------------------------- main
 
-COMMANDS: list[Callable] = [add_probe, add_sample, add_fetch]
+COMMANDS: list[Callable] = [add_probe, add_sample, add_fetch, add_compare, add_replay]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -159,7 +266,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         result = args.run(args)
-    except (media.VideoError, UserError) as e:
+    except (media.VideoError, UserError, *_pipeline_errors()) as e:
         print(str(e), file=sys.stderr)
         return USER_ERROR
     except OSError as e:  # a path that cannot be read or written: the user's to fix, not a crash
@@ -169,9 +276,22 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("Interrupted.", file=sys.stderr)
         return 130
-    json.dump(result, sys.stdout)
+    result, code = result if isinstance(result, tuple) else (result, 0)
+    json.dump(result, sys.stdout, default=str)
     sys.stdout.write("\n")
-    return 0
+    return code
+
+
+def _pipeline_errors() -> tuple[type[Exception], ...]:
+    """The comparison's user errors (imported lazily: probe/sample/fetch need no model code)."""
+    if "pipeline" not in sys.modules:
+        return ()
+    from model_zoo import ModelLoadError
+    from pipeline.compare import QuestionError
+    from pipeline.runcard import CardError
+    from pipeline.settings import SettingsError
+
+    return (QuestionError, SettingsError, CardError, ModelLoadError)
 
 
 if __name__ == "__main__":
