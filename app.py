@@ -9,6 +9,10 @@ from __future__ import annotations
 
 import argparse
 import atexit
+import functools
+import gc
+import inspect
+import logging
 import os
 import shutil
 import tempfile
@@ -25,6 +29,7 @@ from media.clips import export_moments
 from pipeline import compare as pc
 from pipeline import report as rp
 from pipeline import runcard
+from pipeline.limits import AppSettings
 from pipeline.settings import COLUMNS, METHODS, OFFICIAL, Settings, SettingsError
 
 ROOT = Path(__file__).parent
@@ -40,8 +45,11 @@ USER_ERRORS = (
     runcard.CardError,
     model_zoo.ModelLoadError,
 )
-LIMITS = media.Limits()
-MAX_UPLOAD = os.environ.get("ARENA_MAX_UPLOAD", "500mb")
+OUT_OF_MEMORY = "Out of memory: lower the token budget or the max frames and try again."
+UNEXPECTED = "Something went wrong on our side ({name}); please try again, and report it if it happens again."
+#: The Space's limits (upload size, video caps, queue); ``build_demo`` sets them, ``python app.py --help`` lists them.
+SETTINGS = AppSettings()
+log = logging.getLogger("arena")
 
 
 # --- the GPU entry point --------------------------------------------------------------------------------
@@ -57,6 +65,68 @@ def _gpu_run(prepared, question, settings):
     yield from pc.run_methods(prepared, question, settings)
 
 
+# --- the edge: every failure becomes one sentence ---------------------------------------------------------
+
+
+def _visitor_error(err: Exception) -> gr.Error:
+    """The sentence a visitor sees: theirs for what they can fix, one line for the rest (logged here)."""
+    if isinstance(err, gr.Error):
+        return err
+    if isinstance(err, USER_ERRORS):
+        return gr.Error(str(err))
+    if _is_out_of_memory(err):
+        return gr.Error(OUT_OF_MEMORY)
+    log.error("unexpected error in a handler", exc_info=err)
+    return gr.Error(UNEXPECTED.format(name=type(err).__name__))
+
+
+def _is_out_of_memory(err: Exception) -> bool:
+    # torch raises OutOfMemoryError on CUDA but a plain RuntimeError when the CPU allocator fails
+    cpu = isinstance(err, RuntimeError) and "can't allocate memory" in str(err)
+    return isinstance(err, (torch.OutOfMemoryError, MemoryError)) or cpu
+
+
+def _free_memory() -> None:
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+def at_the_edge(handler):
+    """Wrap an event handler so that it raises only gr.Error, each with one sentence, never a traceback.
+
+    Memory is freed after the ``except`` block: inside it, the traceback still holds the failed frames'
+    tensors. Generator handlers stay generators (Gradio streams them); the signature is the handler's own.
+    """
+
+    def fail(error: gr.Error):
+        if error.message == OUT_OF_MEMORY:
+            _free_memory()
+        raise error
+
+    if inspect.isgeneratorfunction(handler):
+
+        @functools.wraps(handler)
+        def streaming(*args, **kwargs):
+            try:
+                return (yield from handler(*args, **kwargs))
+            except Exception as err:
+                error = _visitor_error(err)
+            fail(error)
+
+        return streaming
+
+    @functools.wraps(handler)
+    def plain(*args, **kwargs):
+        try:
+            return handler(*args, **kwargs)
+        except Exception as err:
+            error = _visitor_error(err)
+        fail(error)
+
+    return plain
+
+
 # --- handlers ---------------------------------------------------------------------------------------------
 
 
@@ -69,6 +139,7 @@ def backbone_choices() -> list[tuple[str, str]]:
     return labels
 
 
+@at_the_edge
 def backbone_defaults(backbone: str):
     """When the backbone changes: its registry defaults, and the random-weights banner for tiny-random."""
     s = Settings.for_backbone(backbone)
@@ -102,6 +173,7 @@ def _source(video: str | None, url: str | None) -> str:
     raise gr.Error("Upload a video or paste a video URL first.")
 
 
+@at_the_edge
 def compare(
     video: str | None,
     url: str = "",
@@ -118,13 +190,10 @@ def compare(
 ):
     """Compare the selected methods on one video and question; streams answers into their columns."""
     methods = list(METHODS) if methods is None else methods
-    try:
-        settings = _settings(methods, backbone, budget, fps, max_frames, segment_frames, seed, max_new_tokens)
-        source = _source(video, url)
-        events = pc.compare(source, question, settings=settings, **_compare_kwargs(source))
-        yield from _stream(events, question, settings, progress)
-    except USER_ERRORS as err:
-        raise gr.Error(str(err)) from None
+    settings = _settings(methods, backbone, budget, fps, max_frames, segment_frames, seed, max_new_tokens)
+    source = _source(video, url)
+    events = pc.compare(source, question, settings=settings, **_compare_kwargs(source))
+    yield from _stream(events, question, settings, progress)
 
 
 class ScratchDirs:
@@ -154,9 +223,9 @@ OUTPUTS = ScratchDirs("arena-out-", keep=32)
 
 
 def _compare_kwargs(source: str) -> dict:
-    """The GPU runner and limits; a URL downloads into a fresh scratch folder."""
+    """The GPU runner and the Space's limits; a URL downloads into a fresh scratch folder."""
     workdir = SOURCES.new() if pc.is_url(source) else None
-    return {"runner": _gpu_run, "limits": LIMITS, "workdir": workdir}
+    return {"runner": _gpu_run, "limits": SETTINGS.media_limits(), "workdir": workdir}
 
 
 def _stream(events, question, settings: Settings, progress, old_card: dict | None = None):
@@ -235,28 +304,24 @@ def _status_line(event: pc.Finished, old_card: dict | None, card: dict) -> str:
     return text
 
 
+@at_the_edge
 def rerun_card(card_file: str | None, video: str | None, url: str, progress=gr.Progress()):  # noqa: B008
     """Load a run card and re-run it (on its URL, or on the uploaded video); show what differs."""
-    try:
-        if not card_file:
-            raise runcard.CardError("Choose a run card (.json) to load first.")
-        card = runcard.load(card_file)
-        source = runcard.source_of(card, video or (url.strip() if url and url.strip() else None))
-        events = runcard.replay(card, video=source, **_compare_kwargs(source))
-        yield from _stream(events, card["question"], runcard.settings_of(card), progress, old_card=card)
-    except USER_ERRORS as err:
-        raise gr.Error(str(err)) from None
+    if not card_file:
+        raise runcard.CardError("Choose a run card (.json) to load first.")
+    card = runcard.load(card_file)
+    source = runcard.source_of(card, video or (url.strip() if url and url.strip() else None))
+    events = runcard.replay(card, video=source, **_compare_kwargs(source))
+    yield from _stream(events, card["question"], runcard.settings_of(card), progress, old_card=card)
 
 
+@at_the_edge
 def kept_moments(method: str, state: dict | None):
     """A short MP4 of what ``method`` looked at: about a second around each kept frame, in order."""
     if not state or not state.get("kept", {}).get(method):
         raise gr.Error("Run a comparison first: this method has no kept frames yet.")
     out = OUTPUTS.new() / f"kept-moments-{method}.mp4"
-    try:
-        return gr.update(value=str(export_moments(state["path"], state["kept"][method], out)), visible=True)
-    except media.VideoError as err:
-        raise gr.Error(str(err)) from None
+    return gr.update(value=str(export_moments(state["path"], state["kept"][method], out)), visible=True)
 
 
 # --- layout -----------------------------------------------------------------------------------------------
@@ -284,8 +349,10 @@ def _examples() -> list[list]:
     return make_examples.gallery_rows(ROOT / "examples")
 
 
-def build_demo(default_backbone: str = DEFAULT_BACKBONE) -> gr.Blocks:
-    global status, tokens_plot, timeline_plot, timings_table, card_file, last_run
+def build_demo(default_backbone: str = DEFAULT_BACKBONE, settings: AppSettings | None = None) -> gr.Blocks:
+    """The page; ``settings`` (default ``AppSettings()``) are the limits its handlers apply."""
+    global status, tokens_plot, timeline_plot, timings_table, card_file, last_run, SETTINGS
+    SETTINGS = settings or AppSettings()
     defaults = Settings.for_backbone(default_backbone)
     with gr.Blocks(title="Long-Video Token Compression Arena") as demo:
         gr.Markdown(
@@ -390,17 +457,42 @@ def build_demo(default_backbone: str = DEFAULT_BACKBONE) -> gr.Blocks:
     return demo
 
 
-def main(argv: list[str] | None = None) -> None:
+def launch(
+    settings: AppSettings,
+    *,
+    backbone: str = DEFAULT_BACKBONE,
+    host: str = "127.0.0.1",
+    port: int | None = None,
+    **launch_kwargs,
+) -> gr.Blocks:
+    """Build the page and serve it within ``settings``: queue size, concurrency and Gradio's upload cap."""
+    demo = build_demo(backbone, settings)
+    demo.queue(max_size=settings.queue_size, default_concurrency_limit=settings.concurrency)
+    demo.launch(server_name=host, server_port=port, max_file_size=settings.max_upload_bytes, **launch_kwargs)
+    return demo
+
+
+def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, AppSettings]:
+    """The command line: where to serve, which backbone, and the limits (``AppSettings``'s flags)."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--backbone", default=DEFAULT_BACKBONE, choices=model_zoo.list_backbones())
+    # the platform's own variables (Hugging Face Spaces sets GRADIO_SERVER_NAME), not settings of ours
     parser.add_argument("--port", type=int, default=int(os.environ.get("GRADIO_SERVER_PORT", 7860)))
     parser.add_argument("--host", default=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"))
+    AppSettings.add_arguments(parser)
     args = parser.parse_args(argv)
+    try:
+        return args, AppSettings.from_args(args)
+    except ValueError as err:
+        parser.error(str(err))
+
+
+def main(argv: list[str] | None = None) -> None:
+    args, settings = parse_args(argv)
+    print("Limits: " + ", ".join(f"{flag} {value}" for flag, value, _ in settings.rows()), flush=True)
     if spaces.config.Config.zero_gpu:  # ZeroGPU wants models placed at start-up, outside GPU functions
         model_zoo.load_backbone(args.backbone)
-    demo = build_demo(args.backbone)
-    demo.queue(max_size=int(os.environ.get("ARENA_QUEUE_SIZE", 16)), default_concurrency_limit=1)
-    demo.launch(server_name=args.host, server_port=args.port, max_file_size=MAX_UPLOAD)
+    launch(settings, backbone=args.backbone, host=args.host, port=args.port)
 
 
 if __name__ == "__main__":
