@@ -1,18 +1,34 @@
 """Least-recently-used caches bounded in bytes, for work shared across methods and follow-up questions.
 
-Keys are tuples such as (video fingerprint, sampling settings, backbone). Values are CPU data only: a cache
-never holds GPU memory past a request (on ZeroGPU the GPU is gone when the request ends).
+Four caches, one per kind of shared work, each keyed by what decides its value:
+
+* ``PROBES``    file identity (path, device, inode, size, mtime) → (``VideoInfo``, content fingerprint);
+  saves re-reading every packet and re-hashing the file when the same upload gets a follow-up question;
+* ``FRAMES``    (fingerprint, sampling settings) → the sampled, segmented frames (uint8, CPU);
+* ``TOKENS``    (fingerprint, sampling settings, backbone, dtype) → the encoded visual tokens (CPU copy);
+* ``RELEVANCE`` (fingerprint, sampling settings, backbone, dtype, question, prompt args, which groups) →
+  Tempo's per-segment Yes/No logits (CPU float32), through :class:`RelevanceHooks`.
+
+Values are CPU data only: a cache never holds GPU memory past a request (on ZeroGPU the GPU is gone when the
+request ends). Sizes are settings (:class:`CacheSettings`, :func:`configure_caches`), never environment
+variables; a size of 0 turns a cache off.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
+import os
 import threading
 from collections import OrderedDict
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
+
+MB = 1 << 20
 
 
 def nbytes(value: Any) -> int:
@@ -30,14 +46,34 @@ def nbytes(value: Any) -> int:
     return 0
 
 
+def key_bytes(key: Any) -> int:
+    """A key's own size: characters of its strings and bytes, 8 per other atom (for caches of small values)."""
+    if isinstance(key, (str, bytes)):
+        return len(key)
+    if isinstance(key, (tuple, list, frozenset)):
+        return sum(key_bytes(k) for k in key)
+    return 8
+
+
 class ByteLRU:
     """A thread-safe LRU map whose total size (``nbytes`` of the values) stays at most ``max_bytes``.
 
     A value larger than the whole cache is not stored. ``on_evict(value)`` runs for every value pushed out.
+    ``max_items`` additionally bounds the number of entries (for values that hold almost no bytes);
+    ``count_keys`` adds each key's :func:`key_bytes` to its entry's size (for values smaller than their keys).
     """
 
-    def __init__(self, max_bytes: int, *, on_evict: Callable[[Any], None] | None = None) -> None:
+    def __init__(
+        self,
+        max_bytes: int,
+        *,
+        on_evict: Callable[[Any], None] | None = None,
+        max_items: int | None = None,
+        count_keys: bool = False,
+    ) -> None:
         self.max_bytes = int(max_bytes)
+        self.max_items = max_items
+        self.count_keys = count_keys
         self._items: OrderedDict[Hashable, tuple[Any, int]] = OrderedDict()
         self._size = 0
         self._lock = threading.Lock()
@@ -56,30 +92,59 @@ class ByteLRU:
             return item[0]
 
     def put(self, key: Hashable, value: Any) -> None:
-        size = nbytes(value)
-        evicted = []
+        size = nbytes(value) + (key_bytes(key) if self.count_keys else 0)
         with self._lock:
             if key in self._items:
                 self._size -= self._items.pop(key)[1]
-            if size <= self.max_bytes:
+            if size <= self.max_bytes and self.max_items != 0:
                 self._items[key] = (value, size)
                 self._size += size
-            while self._size > self.max_bytes:
-                _, (old, old_size) = self._items.popitem(last=False)
-                self._size -= old_size
-                evicted.append(old)
-        for old in evicted:
-            if self._on_evict is not None:
-                self._on_evict(old)
+            evicted = self._shrink()
+        self._evicted(evicted)
+
+    def resize(self, max_bytes: int, *, max_items: int | None = None) -> None:
+        """New bounds; least recently used entries go until the cache fits them."""
+        with self._lock:
+            self.max_bytes, self.max_items = int(max_bytes), max_items
+            evicted = self._shrink()
+        self._evicted(evicted)
+
+    def _shrink(self) -> list[Any]:
+        """Pop least recently used entries until within bounds (lock held); returns the values popped."""
+        evicted = []
+        too_many = lambda: self.max_items is not None and len(self._items) > self.max_items  # noqa: E731
+        while self._items and (self._size > self.max_bytes or too_many()):
+            _, (old, old_size) = self._items.popitem(last=False)
+            self._size -= old_size
+            evicted.append(old)
+        return evicted
+
+    def _evicted(self, values: list[Any]) -> None:
+        if self._on_evict is not None:
+            for value in values:
+                self._on_evict(value)
 
     def clear(self) -> None:
         with self._lock:
             values = [v for v, _ in self._items.values()]
             self._items.clear()
             self._size = 0
-        for value in values:
-            if self._on_evict is not None:
-                self._on_evict(value)
+        self._evicted(values)
+
+    def reset_counters(self) -> None:
+        with self._lock:
+            self.hits = self.misses = 0
+
+    def stats(self) -> dict:
+        """Entries, bytes held, the bound, hits and misses (for benchmarks and logs)."""
+        with self._lock:
+            return {
+                "entries": len(self._items),
+                "bytes": self._size,
+                "max_bytes": self.max_bytes,
+                "hits": self.hits,
+                "misses": self.misses,
+            }
 
     @property
     def size_bytes(self) -> int:
@@ -90,3 +155,167 @@ class ByteLRU:
 
     def __contains__(self, key: Hashable) -> bool:
         return key in self._items
+
+
+# --- the pipeline's caches and their settings ---------------------------------------------------------------
+
+
+class CacheSettingsError(ValueError):
+    """A cache size that is negative or not a number (the message names it)."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class CacheSettings:
+    """Bounds of the shared caches, in MB (2**20 bytes) of CPU memory; 0 turns a cache off.
+
+    Defaults fit a CPU Space with 16 GB, or a GPU Space's host memory: 1024 frames sampled at 640 x 360 are
+    about 0.7 GB of frames; their Qwen3-VL-2B tokens in bf16 (main + 3 DeepStack levels, ~135 tokens per
+    group at that frame count) about 1.1 GB. Relevance scores are a few bytes per segment and question.
+    """
+
+    frames_mb: float = 2048
+    tokens_mb: float = 2048
+    relevance_mb: float = 16
+    probes: int = 256  # videos whose probe and fingerprint are remembered (each a few hundred bytes)
+
+    def __post_init__(self) -> None:
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+                raise CacheSettingsError(f"cache size {f.name} must be a number >= 0, got {value!r}")
+
+
+_SETTINGS = CacheSettings()
+PROBES = ByteLRU(MB, max_items=_SETTINGS.probes, count_keys=True)
+FRAMES = ByteLRU(int(_SETTINGS.frames_mb * MB))
+TOKENS = ByteLRU(int(_SETTINGS.tokens_mb * MB))
+RELEVANCE = ByteLRU(int(_SETTINGS.relevance_mb * MB), count_keys=True)
+CACHES: dict[str, ByteLRU] = {"probes": PROBES, "frames": FRAMES, "tokens": TOKENS, "relevance": RELEVANCE}
+
+
+def configure_caches(settings: CacheSettings | None = None, **sizes: float) -> CacheSettings:
+    """Resize the shared caches (``configure_caches(frames_mb=512, tokens_mb=1024)``); returns what is in force.
+
+    Sizes not given keep their current value (``settings`` replaces them all first). Shrinking evicts the
+    least recently used entries at once. The app and the CLI call this at start-up.
+    """
+    global _SETTINGS
+    unknown = sorted(set(sizes) - {f.name for f in dataclasses.fields(CacheSettings)})
+    if unknown:
+        valid = ", ".join(f.name for f in dataclasses.fields(CacheSettings))
+        raise CacheSettingsError(f"unknown cache setting {', '.join(unknown)}; valid: {valid}")
+    new = dataclasses.replace(settings or _SETTINGS, **sizes)
+    PROBES.resize(MB if new.probes else 0, max_items=int(new.probes))
+    FRAMES.resize(int(new.frames_mb * MB))
+    TOKENS.resize(int(new.tokens_mb * MB))
+    RELEVANCE.resize(int(new.relevance_mb * MB))
+    _SETTINGS = new
+    return new
+
+
+def cache_settings() -> CacheSettings:
+    """The bounds in force."""
+    return _SETTINGS
+
+
+def clear_caches() -> None:
+    """Empty every shared cache and reset its hit and miss counters."""
+    for cache in CACHES.values():
+        cache.clear()
+        cache.reset_counters()
+
+
+def cache_stats() -> dict[str, dict]:
+    """Per cache: entries, bytes, bound, hits, misses."""
+    return {name: cache.stats() for name, cache in CACHES.items()}
+
+
+def file_identity(path: str | os.PathLike) -> tuple:
+    """What tells a file apart without reading it: real path, device, inode, size, modification time (ns).
+
+    A file rewritten in place gets a new mtime, so its probe is not reused; the content fingerprint (not this)
+    keys every cache of decoded or encoded data.
+    """
+    st = os.stat(path)
+    return (os.path.realpath(path), st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+
+
+# --- Tempo's relevance scores, cached at the backbone-hooks seam ---------------------------------------------
+
+
+def _group_of(tensor: torch.Tensor, whole: torch.Tensor) -> int | None:
+    """``g`` when ``tensor`` is exactly the view ``whole[g]``, else None (O(1): storage, offset, strides)."""
+    if (
+        tensor.shape != whole.shape[1:]
+        or tensor.dtype != whole.dtype
+        or tensor.device != whole.device
+        or tensor.stride() != whole.stride()[1:]
+        or tensor.untyped_storage().data_ptr() != whole.untyped_storage().data_ptr()
+    ):
+        return None
+    g, rest = divmod(tensor.storage_offset() - whole.storage_offset(), whole.stride(0))
+    return g if rest == 0 and 0 <= g < whole.shape[0] else None
+
+
+def _segment_key(segment, video) -> tuple | None:
+    """A prompt segment as (text, group, digest of its positions) when it is one whole encoded group of
+    ``video`` (embeds and every DeepStack level views of that group), else None (not cacheable)."""
+    g = _group_of(segment.embeds, video.embeds)
+    if g is None or len(segment.deepstack) != len(video.deepstack):
+        return None
+    if any(_group_of(s, v) != g for s, v in zip(segment.deepstack, video.deepstack, strict=True)):
+        return None
+    positions = segment.positions.detach().cpu().contiguous().numpy().tobytes()
+    return (segment.text, g, hashlib.blake2b(positions, digest_size=8).hexdigest())
+
+
+class RelevanceHooks:
+    """The backbone's hooks with ``next_token_logits`` answered from :data:`RELEVANCE` when it can be.
+
+    Tempo (``compressors.tempo.relevance``) asks the backbone for the Yes/No logits of every segment, batched;
+    those depend on the video, its sampling, the backbone, the question and the prompt, not on the budget, so
+    a re-run with another budget or method set reuses them. A call is cached when every segment of every
+    prompt is one whole group of this request's encoded ``video`` (how Tempo builds its prompts); the key is
+    ``video_key`` + question + system + user text + words + the groups in batch order, and the value the
+    [B, len(words)] float32 CPU tensor the backbone returned (so cached values are bit for bit the computed
+    ones). Anything else (other hooks, other calls) goes to the backbone unchanged.
+    """
+
+    def __init__(self, backbone, video, *, video_key: tuple, question: str, cache: ByteLRU = RELEVANCE):
+        self._backbone, self._video, self._cache = backbone, video, cache
+        self._key = (*video_key, question)
+        self.computed = 0  # calls that reached the backbone
+        self.reused = 0  # calls answered from the cache
+
+    def __getattr__(self, name: str):
+        return getattr(self._backbone, name)
+
+    @property
+    def num_layers(self) -> int:
+        return self._backbone.num_layers
+
+    def clip_attention(self, clips, question, layers) -> torch.Tensor:
+        return self._backbone.clip_attention(clips, question, layers)
+
+    def next_token_logits(
+        self, prompts: Sequence[Sequence[Any]], *, system: str, user_text: str, words: Sequence[str]
+    ) -> torch.Tensor:
+        key = self._call_key(prompts, system, user_text, words)
+        cached = None if key is None else self._cache.get(key)
+        if cached is not None:
+            self.reused += 1
+            return cached.clone()
+        logits = self._backbone.next_token_logits(prompts, system=system, user_text=user_text, words=words)
+        self.computed += 1
+        if key is not None:
+            self._cache.put(key, logits.detach().to("cpu", copy=True))
+        return logits
+
+    def _call_key(self, prompts, system: str, user_text: str, words: Sequence[str]) -> tuple | None:
+        groups = []
+        for prompt in prompts:
+            keys = tuple(_segment_key(segment, self._video) for segment in prompt)
+            if not keys or any(k is None for k in keys):
+                return None
+            groups.append(keys)
+        return (*self._key, system, user_text, tuple(words), tuple(groups))

@@ -24,15 +24,20 @@ import compressors
 import media
 import model_zoo
 from compressors.base import SegmentSpan
-from pipeline.cache import ByteLRU
+from pipeline import cache
 from pipeline.settings import OFFICIAL, Settings, parse_methods
 
 MB = 1 << 20
 
+# The shared caches (``pipeline.cache``; sizes are set with ``cache.configure_caches``).
+#: Probe and fingerprint of a file, keyed by its identity (path, inode, size, mtime): follow-ups skip both.
+PROBE_CACHE = cache.PROBES
 #: Frames shared by every method and by follow-up questions, keyed by (fingerprint, sampling settings).
-FRAME_CACHE = ByteLRU(int(os.environ.get("ARENA_FRAME_CACHE_MB", "1024")) * MB)
-#: Encoded visual tokens (CPU), keyed by (fingerprint, sampling settings, backbone).
-TOKEN_CACHE = ByteLRU(int(os.environ.get("ARENA_TOKEN_CACHE_MB", "1024")) * MB)
+FRAME_CACHE = cache.FRAMES
+#: Encoded visual tokens (CPU), keyed by (fingerprint, sampling settings, backbone, dtype).
+TOKEN_CACHE = cache.TOKENS
+#: Tempo's relevance logits, keyed additionally by the question and the prompt (``cache.RelevanceHooks``).
+RELEVANCE_CACHE = cache.RELEVANCE
 
 
 class QuestionError(ValueError):
@@ -177,8 +182,7 @@ def prepare(
         path = Path(source)
     fetch_s = time.perf_counter() - t0
     yield Progress("probe", 0.08, "Reading the video…")
-    info = media.probe(path)
-    fingerprint = media.fingerprint(path)
+    info, fingerprint = _probe(path)
     key = (fingerprint, settings.sampling_key())
     cached = FRAME_CACHE.get(key)
     t1 = time.perf_counter()
@@ -197,6 +201,16 @@ def prepare(
     yield PreparedVideo(path, url, info, fingerprint, padded, list(segs), real, timings)
 
 
+def _probe(path: Path) -> tuple[media.VideoInfo, str]:
+    """``media.probe`` and ``media.fingerprint`` of ``path``, remembered while the file is unchanged."""
+    key = cache.file_identity(path)
+    known = PROBE_CACHE.get(key)
+    if known is None:
+        known = (media.probe(path), media.fingerprint(path))
+        PROBE_CACHE.put(key, known)
+    return known
+
+
 # --- the GPU part ---------------------------------------------------------------------------------------
 
 
@@ -212,19 +226,26 @@ def run_methods(prepared: PreparedVideo, question: str, settings: Settings) -> I
     backbone = model_zoo.load_backbone(settings.backbone)
     yield Progress("encode", 0.15, f"Encoding {prepared.real_frames} frames once for every method…")
     t0 = time.perf_counter()
-    video = _encode(backbone, prepared, settings)
+    key = _video_key(backbone, prepared, settings)
+    video = _encode(backbone, prepared, key)
     yield Encoded({"encode": time.perf_counter() - t0})
+    # Tempo's relevance scores depend on the question, not on the budget: a re-run reuses them.
+    hooks = cache.RelevanceHooks(backbone, video, video_key=key, question=question)
     spans = prepared.spans
     for i, method in enumerate(settings.methods):
         fraction = 0.2 + 0.8 * i / len(settings.methods)
         yield Progress("compress", fraction, f"{method}: compressing and answering…")
-        report = yield from _run_one(backbone, video, spans, prepared, question, settings, method)
+        report = yield from _run_one(backbone, hooks, video, spans, prepared, question, settings, method)
         yield MethodDone(report)
     yield Progress("done", 1.0, "Done.")
 
 
-def _encode(backbone, prepared: PreparedVideo, settings: Settings):
-    key = (prepared.fingerprint, settings.sampling_key(), settings.backbone)
+def _video_key(backbone, prepared: PreparedVideo, settings: Settings) -> tuple:
+    """What decides the encoded tokens: the video, its sampling, the backbone and the dtype it runs in."""
+    return (prepared.fingerprint, settings.sampling_key(), settings.backbone, str(backbone.dtype))
+
+
+def _encode(backbone, prepared: PreparedVideo, key: tuple):
     video = TOKEN_CACHE.get(key)
     if video is None:
         with torch.inference_mode():
@@ -234,14 +255,20 @@ def _encode(backbone, prepared: PreparedVideo, settings: Settings):
 
 
 def _move(video, device):
-    """The encoded video on ``device`` (the cache keeps a CPU copy: never GPU memory past a request)."""
-    if video.embeds.device == torch.device(device):
+    """The encoded video's tensors on ``device`` (the cache keeps a CPU copy: never GPU memory past a
+    request). ``group_times`` stays where ``encode`` leaves it, on the CPU."""
+    device = torch.device(device)
+    if all(t.device == device for t in (video.embeds, video.positions, *video.deepstack)):
         return video
-    changes = {"embeds": video.embeds.to(device), "deepstack": [d.to(device) for d in video.deepstack]}
+    changes = {
+        "embeds": video.embeds.to(device),
+        "deepstack": [d.to(device) for d in video.deepstack],
+        "positions": video.positions.to(device),
+    }
     return dataclasses.replace(video, **changes)
 
 
-def _run_one(backbone, video, spans, prepared, question, settings, method) -> Iterator[Event]:
+def _run_one(backbone, hooks, video, spans, prepared, question, settings, method) -> Iterator[Event]:
     if method in OFFICIAL:
         return (yield from _run_official(prepared, question, settings, method))
     report = MethodReport(method=method, label=method)
@@ -252,7 +279,7 @@ def _run_one(backbone, video, spans, prepared, question, settings, method) -> It
         torch.manual_seed(settings.seed)
         t0 = time.perf_counter()
         with torch.inference_mode():
-            result = compressor.compress(video, spans, question, budget=settings.budget, hooks=backbone)
+            result = compressor.compress(video, spans, question, budget=settings.budget, hooks=hooks)
         report.timings["compress"] = time.perf_counter() - t0
         _account(report, result, prepared, spans)
         t1 = time.perf_counter()
