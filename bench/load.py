@@ -64,8 +64,8 @@ def make_clip(path: Path, *, seconds: int = 4, fps: int = 8, size: tuple[int, in
 
 
 @contextmanager
-def local_app(*, queue_size: int, concurrency: int, backbone: str = "tiny-random"):
-    """Serve the real app on 127.0.0.1 in this process with these queue settings; yields its URL."""
+def local_app(settings=None, *, backbone: str = "tiny-random"):
+    """Serve the real app on 127.0.0.1 in this process within ``settings`` (an AppSettings); yields its URL."""
     import socket
 
     import app
@@ -74,8 +74,9 @@ def local_app(*, queue_size: int, concurrency: int, backbone: str = "tiny-random
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    settings = AppSettings(queue_size=queue_size, concurrency=concurrency)
-    demo = app.launch(settings, backbone=backbone, port=port, prevent_thread_lock=True, quiet=True)
+    demo = app.launch(
+        settings or AppSettings(), backbone=backbone, port=port, prevent_thread_lock=True, quiet=True
+    )
     try:
         yield f"http://127.0.0.1:{port}/"
     finally:
@@ -278,7 +279,9 @@ def _target(args):
     if args.url:
         yield args.url
     else:
-        with local_app(queue_size=args.queue_size, concurrency=args.concurrency) as url:
+        from pipeline.limits import AppSettings
+
+        with local_app(AppSettings(queue_size=args.queue_size, concurrency=args.concurrency)) as url:
             yield url
 
 

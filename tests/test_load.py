@@ -5,6 +5,7 @@ import json
 import pytest
 
 from bench import load
+from pipeline.limits import AppSettings
 
 pytestmark = pytest.mark.slow
 
@@ -30,7 +31,7 @@ def test_a_full_queue_says_busy_and_no_request_is_lost(capsys):
 
 def test_requests_that_fit_the_queue_all_complete_and_each_answer_is_checked(tmp_path):
     request = load.Request(load.make_clip(tmp_path / "clip.mp4"), methods=("uniform",), max_frames=4)
-    with load.local_app(queue_size=8, concurrency=2) as url:
+    with load.local_app(AppSettings(queue_size=8, concurrency=2)) as url:
         report = load.run_load(url, clients=2, requests=2, request=request, timeout_s=120)
     assert report["completed"] == 4 and report["busy"] == report["failed"] == report["lost"] == 0, report
 
