@@ -18,8 +18,8 @@ import media
 MB = 1 << 20
 
 
-def _setting(default, flag: str, help: str, minimum: float = 1):
-    return field(default=default, metadata={"flag": flag, "help": help, "minimum": minimum})
+def _setting(default: float, flag: str, help: str):
+    return field(default=default, metadata={"flag": flag, "help": help})
 
 
 @dataclass(frozen=True)
@@ -47,11 +47,11 @@ class AppSettings:
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
-            value = getattr(self, f.name)
-            if not value >= f.metadata["minimum"]:
-                raise ValueError(
-                    f"{f.metadata['flag']} must be at least {f.metadata['minimum']}, not {value!r}."
-                )
+            value, flag = getattr(self, f.name), f.metadata["flag"]
+            if isinstance(f.default, int) and not (isinstance(value, int) and value >= 1):
+                raise ValueError(f"{flag} must be a whole number of at least 1, not {value!r}.")
+            if not (isinstance(value, (int, float)) and value > 0):
+                raise ValueError(f"{flag} must be a number above 0, not {value!r}.")
 
     @property
     def max_upload_bytes(self) -> int:
