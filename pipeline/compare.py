@@ -94,7 +94,7 @@ class Encoded:
 class Finished:
     prepared: PreparedVideo
     reports: dict[str, MethodReport]  # in column order
-    shared_timings: dict  # fetch, decode, encode
+    shared_timings: dict  # fetch, probe (with fingerprint), decode, encode
 
 
 Event = Progress | Encoded | AnswerDelta | MethodDone | Finished
@@ -182,7 +182,9 @@ def prepare(
         path = Path(source)
     fetch_s = time.perf_counter() - t0
     yield Progress("probe", 0.08, "Reading the video…")
+    t_probe = time.perf_counter()
     info, fingerprint = _probe(path)
+    probe_s = time.perf_counter() - t_probe
     key = (fingerprint, settings.sampling_key())
     cached = FRAME_CACHE.get(key)
     t1 = time.perf_counter()
@@ -197,7 +199,7 @@ def prepare(
         cached = (padded, segs, len(sampled))
         FRAME_CACHE.put(key, cached)
     padded, segs, real = cached
-    timings = {"fetch": fetch_s, "decode": time.perf_counter() - t1}
+    timings = {"fetch": fetch_s, "probe": probe_s, "decode": time.perf_counter() - t1}
     yield PreparedVideo(path, url, info, fingerprint, padded, list(segs), real, timings)
 
 
