@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -95,6 +96,13 @@ def test_hand_written_real_size_config_has_qwen3vl_2b_size(monkeypatch):
     assert (text.num_hidden_layers, text.hidden_size, text.num_key_value_heads) == (28, 2048, 8)
     assert model.config.vision_config.deepstack_visual_indexes == [5, 11, 17]
     assert model.lm_head.weight is model.model.language_model.embed_tokens.weight
+
+
+def test_gpu_synthetic_frames_go_past_256_frames(monkeypatch):
+    gpu = bench_module("gpu", monkeypatch)
+    frames = gpu.synthetic_frames(300, size=(4, 6))
+    assert frames.shape == (300, 4, 6, 3) and frames.dtype == np.uint8
+    assert (frames[256, ..., 0] == frames[0, ..., 0]).all() and not (frames[1] == frames[0]).all()
 
 
 # --- each benchmark's --json path ---------------------------------------------------------------------------
