@@ -1,10 +1,16 @@
 """Many visitors at once (bench/load.py on a small scale): every request is answered or told the Space is busy."""
 
 import json
+import threading
+import time
+from pathlib import Path
 
+import httpx
 import pytest
+from gradio_client import Client
 
 from bench import load
+from pipeline import compare as pc
 from pipeline.limits import AppSettings
 
 pytestmark = pytest.mark.slow
@@ -50,3 +56,55 @@ def test_percentiles_are_nearest_rank():
     assert load._percentile([], 50) is None
     assert load._percentile([3.0, 1.0, 2.0, 4.0], 50) == 2.0
     assert load._percentile([float(i) for i in range(1, 21)], 95) == 19.0
+
+
+CHROMIUM = Path("/usr/bin/chromium")
+
+
+@pytest.mark.browser
+@pytest.mark.skipif(
+    not CHROMIUM.exists(), reason="Debian's chromium is not installed (apt-get install chromium)"
+)
+def test_the_page_tells_a_visitor_the_space_is_busy_when_the_queue_is_full(tmp_path, monkeypatch):
+    playwright = pytest.importorskip("playwright.sync_api")
+    clip = load.make_clip(tmp_path / "clip.mp4")
+    entered, release = threading.Event(), threading.Event()
+    encode = pc._encode
+
+    def held_encode(*args, **kwargs):  # the first comparison holds the only slot until the test lets go
+        entered.set()
+        release.wait(60)
+        return encode(*args, **kwargs)
+
+    monkeypatch.setattr(pc, "_encode", held_encode)
+    request = load.Request(clip, methods=("uniform",), max_frames=4)
+    with load.local_app(AppSettings(queue_size=1, concurrency=1)) as url:
+        running = Client(url, verbose=False).submit(**request.kwargs())
+        try:
+            assert entered.wait(60)
+            waiting = Client(url, verbose=False).submit(**request.kwargs())
+            _wait_for_queue_length(url, 1)
+            with playwright.sync_playwright() as p:
+                browser = p.chromium.launch(executable_path=str(CHROMIUM), args=FLAGS)
+                page = browser.new_page()
+                page.goto(url)
+                page.locator("#video input[type=file]").set_input_files(str(clip))
+                page.locator("#question textarea").fill("What moves?")
+                page.locator("#compare").click()
+                toast = page.get_by_text("This application is currently busy. Please try again.").first
+                toast.wait_for(timeout=30_000)
+                browser.close()
+        finally:
+            release.set()
+        assert load.check_answer(running.result(timeout=60), request.methods) == ""
+        assert load.check_answer(waiting.result(timeout=60), request.methods) == ""
+
+
+FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run"]
+
+
+def _wait_for_queue_length(url: str, length: int) -> None:
+    deadline = time.monotonic() + 30
+    while httpx.get(url + "gradio_api/queue/status").json()["queue_size"] < length:
+        assert time.monotonic() < deadline, "the second request never reached the queue"
+        time.sleep(0.05)
