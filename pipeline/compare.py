@@ -205,11 +205,15 @@ def prepare(
 
 def _probe(path: Path) -> tuple[media.VideoInfo, str]:
     """``media.probe`` and ``media.fingerprint`` of ``path``, remembered while the file is unchanged."""
-    key = cache.file_identity(path)
-    known = PROBE_CACHE.get(key)
+    try:
+        key = cache.file_identity(path)
+    except OSError:  # missing or unreadable: media.probe raises the one-sentence VideoError for it
+        key = None
+    known = None if key is None else PROBE_CACHE.get(key)
     if known is None:
         known = (media.probe(path), media.fingerprint(path))
-        PROBE_CACHE.put(key, known)
+        if key is not None:
+            PROBE_CACHE.put(key, known)
     return known
 
 

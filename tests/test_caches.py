@@ -175,6 +175,12 @@ def test_a_file_changed_in_place_is_probed_again(tmp_path, calls):
     assert calls["probe"] == 2 and fingerprint != first[1] and info.duration > first[0].duration
 
 
+def test_a_missing_file_is_still_the_plain_video_error(tmp_path):
+    with pytest.raises(media.VideoNotFoundError):
+        pc._probe(tmp_path / "no-such-video.mp4")
+    assert len(cache.PROBES) == 0
+
+
 def test_max_items_bounds_entries_that_hold_no_bytes():
     lru = cache.ByteLRU(1 << 20, max_items=2, count_keys=True)
     for key in "abc":
