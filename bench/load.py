@@ -201,8 +201,10 @@ def _percentile(values: list[float], q: float) -> float | None:
 
 
 def solo_latency(url: str, request: Request, count: int, timeout_s: float) -> float | None:
-    """Median latency of ``count`` requests sent by one client with nobody else around."""
+    """Median latency of ``count`` requests sent by one client with nobody else around (after one unmeasured
+    request that loads the backbone)."""
     client = Client(url, verbose=False, download_files=False)
+    one_request(client, 0, request, timeout_s)
     outcomes = [one_request(client, 0, request, timeout_s) for _ in range(count)]
     times = [o.seconds for o in outcomes if o.kind == "completed"]
     return round(statistics.median(times), 3) if times else None
