@@ -29,6 +29,7 @@ from media.clips import export_moments
 from pipeline import compare as pc
 from pipeline import report as rp
 from pipeline import runcard
+from pipeline.cache import configure_caches
 from pipeline.limits import AppSettings
 from pipeline.settings import COLUMNS, METHODS, OFFICIAL, Settings, SettingsError
 
@@ -466,6 +467,7 @@ def launch(
     **launch_kwargs,
 ) -> gr.Blocks:
     """Build the page and serve it within ``settings``: queue size, concurrency and Gradio's upload cap."""
+    configure_caches(settings.cache_settings())
     demo = build_demo(backbone, settings)
     demo.queue(max_size=settings.queue_size, default_concurrency_limit=settings.concurrency)
     demo.launch(server_name=host, server_port=port, max_file_size=settings.max_upload_bytes, **launch_kwargs)

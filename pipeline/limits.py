@@ -14,12 +14,13 @@ import dataclasses
 from dataclasses import dataclass, field
 
 import media
+from pipeline.cache import CacheSettings
 
 MB = 1 << 20
 
 
-def _setting(default: float, flag: str, help: str):
-    return field(default=default, metadata={"flag": flag, "help": help})
+def _setting(default: float, flag: str, help: str, *, zero_allowed: bool = False):
+    return field(default=default, metadata={"flag": flag, "help": help, "zero_allowed": zero_allowed})
 
 
 @dataclass(frozen=True)
@@ -44,12 +45,23 @@ class AppSettings:
     max_height: int = _setting(720, "--max-height", "tallest format chosen when downloading (pixels)")
     queue_size: int = _setting(16, "--queue-size", "requests waiting at most; more get 'busy, try again'")
     concurrency: int = _setting(1, "--concurrency", "comparisons run at the same time (one per GPU)")
+    frame_cache_mb: float = _setting(
+        2048.0, "--frame-cache-mb", "decoded frames kept for follow-ups (MB, 0: off)", zero_allowed=True
+    )
+    token_cache_mb: float = _setting(
+        2048.0,
+        "--token-cache-mb",
+        "encoded visual tokens kept for follow-ups (MB, 0: off)",
+        zero_allowed=True,
+    )
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
             value, flag = getattr(self, f.name), f.metadata["flag"]
             if isinstance(f.default, int) and not (isinstance(value, int) and value >= 1):
                 raise ValueError(f"{flag} must be a whole number of at least 1, not {value!r}.")
+            if f.metadata["zero_allowed"] and isinstance(value, (int, float)) and value == 0:
+                continue
             if not (isinstance(value, (int, float)) and value > 0):
                 raise ValueError(f"{flag} must be a number above 0, not {value!r}.")
 
@@ -69,6 +81,10 @@ class AppSettings:
             max_output_mb=self.max_decoded_mb,
             decode_time_limit_s=self.decode_time_limit_s,
         )
+
+    def cache_settings(self) -> CacheSettings:
+        """The bounds of the pipeline's frame and token caches (CPU memory)."""
+        return CacheSettings(frames_mb=self.frame_cache_mb, tokens_mb=self.token_cache_mb)
 
     @classmethod
     def add_arguments(cls, parser: argparse.ArgumentParser) -> None:

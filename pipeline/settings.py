@@ -67,10 +67,11 @@ class Settings:
     @classmethod
     def for_backbone(cls, backbone: str, **overrides) -> Settings:
         """The registry's defaults for ``backbone``, with ``overrides`` (None means "the default")."""
-        try:
-            spec = model_zoo.get_backbone_spec(backbone)
-        except KeyError as err:
-            raise SettingsError(str(err)) from None
+        if backbone not in model_zoo.backbones:
+            raise SettingsError(
+                f"Unknown backbone {backbone!r}; choose from {', '.join(model_zoo.list_backbones())}."
+            )
+        spec = model_zoo.get_backbone_spec(backbone)
         defaults = {
             "backbone": backbone,
             "budget": spec.budget,

@@ -13,14 +13,15 @@ def free_port() -> int:
 
 
 @contextmanager
-def running_app(backbone: str = "tiny-random"):
-    """Yield the base URL of the app (tiny backbone) and close it afterwards."""
+def running_app(backbone: str = "tiny-random", settings=None):
+    """Yield the base URL of the app (tiny backbone, the Space's default limits) and close it afterwards."""
     import app
+    from pipeline.limits import AppSettings
 
-    demo = app.build_demo(backbone)
-    demo.queue(max_size=16, default_concurrency_limit=1)
     port = free_port()
-    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
+    demo = app.launch(
+        settings or AppSettings(), backbone=backbone, port=port, prevent_thread_lock=True, quiet=True
+    )
     try:
         yield f"http://127.0.0.1:{port}/"
     finally:

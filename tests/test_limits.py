@@ -44,6 +44,8 @@ def test_every_limit_is_a_flag_and_the_defaults_need_no_flags(monkeypatch):
         "--max-height=480",
         "--queue-size=4",
         "--concurrency=2",
+        "--frame-cache-mb=100",
+        "--token-cache-mb=0",
     ]
     _, settings = app.parse_args(flags)
     assert settings == AppSettings(
@@ -56,6 +58,8 @@ def test_every_limit_is_a_flag_and_the_defaults_need_no_flags(monkeypatch):
         max_height=480,
         queue_size=4,
         concurrency=2,
+        frame_cache_mb=100,
+        token_cache_mb=0,
     )
     assert len(flags) == len(dataclasses.fields(AppSettings))
 
