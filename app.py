@@ -153,6 +153,11 @@ def backbone_defaults(backbone: str):
     )
 
 
+def shown_columns(methods: list[str] | None) -> list:
+    """One result column per selected method, so an unselected one takes no room."""
+    return [gr.update(visible=m in (methods or [])) for m in COLUMNS]
+
+
 def _settings(methods, backbone, budget, fps, max_frames, segment_frames, seed, max_new_tokens) -> Settings:
     return Settings.for_backbone(
         backbone,
@@ -328,6 +333,10 @@ def kept_moments(method: str, state: dict | None):
 # --- layout -----------------------------------------------------------------------------------------------
 
 
+def _css_id(method: str) -> str:
+    return method.replace(".", "-")
+
+
 def _choice_label(method: str) -> str:
     if method in OFFICIAL:
         return f"{method} (official weights, {model_zoo.get_variant(method).license}; needs a GPU)"
@@ -392,20 +401,25 @@ def build_demo(default_backbone: str = DEFAULT_BACKBONE, settings: AppSettings |
                     run = gr.Button("Compare", variant="primary", elem_id="compare")
                     gr.DeepLinkButton()
         status = gr.Markdown(elem_id="status")
+        columns = {}
         with gr.Row(equal_height=False):
             for m in COLUMNS:
-                with gr.Column(min_width=200):
+                with gr.Column(
+                    min_width=160, visible=m in METHODS, elem_id=f"column-{_css_id(m)}"
+                ) as columns[m]:
                     gr.Markdown(_column_header(m))
                     ui[m] = {
                         "answer": gr.Textbox(
-                            label="Answer", lines=4, interactive=False, elem_id=f"answer-{m}"
+                            label="Answer", lines=4, interactive=False, elem_id=f"answer-{_css_id(m)}"
                         ),
-                        "tokens": gr.Markdown(elem_id=f"tokens-{m}"),
+                        "tokens": gr.Markdown(elem_id=f"tokens-{_css_id(m)}"),
                         "gallery": gr.Gallery(
-                            label="Kept frames", columns=3, height=260, elem_id=f"gallery-{m}"
+                            label="Kept frames", columns=3, height=260, elem_id=f"gallery-{_css_id(m)}"
                         ),
                         "moments_btn": gr.Button("Kept moments (MP4)", size="sm"),
-                        "moments": gr.File(label="Kept moments", visible=False, elem_id=f"moments-{m}"),
+                        "moments": gr.File(
+                            label="Kept moments", visible=False, elem_id=f"moments-{_css_id(m)}"
+                        ),
                     }
         with gr.Row():
             tokens_plot = gr.BarPlot(
@@ -439,6 +453,9 @@ def build_demo(default_backbone: str = DEFAULT_BACKBONE, settings: AppSettings |
         run.click(compare, inputs, outputs, api_name="compare", concurrency_id="gpu")
         question.submit(compare, inputs, outputs, api_name=False, concurrency_id="gpu")
         rerun.click(rerun_card, [card_in, video, url], outputs, api_name="rerun_card", concurrency_id="gpu")
+        methods.change(
+            shown_columns, methods, [columns[m] for m in COLUMNS], api_name=False, show_progress="hidden"
+        )
         backbone.change(
             backbone_defaults,
             backbone,

@@ -97,3 +97,13 @@ def test_a_garbage_file_shows_its_message_and_the_next_comparison_still_works(pa
     _compare(page, "And now?")
     _answers_done(page)
     assert page.locator("#answer-tempo textarea").input_value().strip()
+
+
+def test_the_official_tempo_column_appears_when_chosen_and_shows_its_licence(page):
+    column = page.locator("#column-tempo-6b-official")
+    assert not column.is_visible()
+    page.get_by_label("tempo-6b.official", exact=False).check()
+    column.wait_for(state="visible", timeout=10_000)
+    assert "non-commercial" in column.inner_text()
+    page.get_by_label("tempo-6b.official", exact=False).uncheck()
+    column.wait_for(state="hidden", timeout=10_000)
