@@ -1,6 +1,6 @@
 """Make docs/screenshot.png: the real page after a comparison on an example clip (tiny backbone, offline).
 
-    python docs/make_screenshot.py        # needs Debian's chromium and the dev requirements
+Run ``python docs/make_screenshot.py`` (needs Debian's chromium and the dev requirements).
 """
 
 from __future__ import annotations
@@ -30,7 +30,9 @@ def main(out: Path = ROOT / "docs" / "screenshot.png") -> Path:
         page.locator("#video input[type=file]").set_input_files(str(clip))
         page.locator("#question textarea").fill(question)
         page.locator("#compare").click()
-        page.wait_for_function("() => document.querySelector('#status')?.innerText.includes('Done')", timeout=300_000)
+        page.wait_for_function(
+            "() => document.querySelector('#status')?.innerText.includes('Done')", timeout=300_000
+        )
         page.locator("#gallery-pool img").first.wait_for()
         page.screenshot(path=str(out), full_page=True)
         browser.close()
