@@ -485,6 +485,7 @@ def launch(
 ) -> gr.Blocks:
     """Build the page and serve it within ``settings``: queue size, concurrency and Gradio's upload cap."""
     configure_caches(settings.cache_settings())
+    model_zoo.set_max_resident(settings.max_backbones)
     demo = build_demo(backbone, settings)
     demo.queue(max_size=settings.queue_size, default_concurrency_limit=settings.concurrency)
     demo.launch(server_name=host, server_port=port, max_file_size=settings.max_upload_bytes, **launch_kwargs)

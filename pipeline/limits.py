@@ -45,6 +45,9 @@ class AppSettings:
     max_height: int = _setting(720, "--max-height", "tallest format chosen when downloading (pixels)")
     queue_size: int = _setting(16, "--queue-size", "requests waiting at most; more get 'busy, try again'")
     concurrency: int = _setting(1, "--concurrency", "comparisons run at the same time (one per GPU)")
+    max_backbones: int = _setting(
+        1, "--max-backbones", "backbones kept loaded at once (the least recently used goes)"
+    )
     frame_cache_mb: float = _setting(
         2048.0, "--frame-cache-mb", "decoded frames kept for follow-ups (MB, 0: off)", zero_allowed=True
     )

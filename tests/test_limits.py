@@ -44,6 +44,7 @@ def test_every_limit_is_a_flag_and_the_defaults_need_no_flags(monkeypatch):
         "--max-height=480",
         "--queue-size=4",
         "--concurrency=2",
+        "--max-backbones=2",
         "--frame-cache-mb=100",
         "--token-cache-mb=0",
     ]
@@ -58,6 +59,7 @@ def test_every_limit_is_a_flag_and_the_defaults_need_no_flags(monkeypatch):
         max_height=480,
         queue_size=4,
         concurrency=2,
+        max_backbones=2,
         frame_cache_mb=100,
         token_cache_mb=0,
     )
