@@ -13,7 +13,10 @@ the decoder layers serves prefill, decode and the attention probe, so that:
 * decode step k sits at position M + 1 + k on all three axes, M the prompt's largest position
   (``compute_3d_position_ids``: text position + rope delta);
 * attention of chosen query rows can be computed from the layer's own q/k (after q_norm/k_norm and rotary,
-  GQA expanded) without materialising an L x L map and with any attention implementation.
+  GQA expanded) without materialising an L x L map and with any attention implementation;
+* several prefilled requests can be decoded together (``batched_greedy_tokens``): their per-layer caches
+  are merged into right-padded buffers with one additive mask per layer (``BatchKV``), each row keeps its
+  own positions, and each request gets the tokens it gets alone (``tests/test_engine_batch.py``).
 
 The model is a parameter (``Qwen3VLForConditionalGeneration``: ``model.model.language_model``,
 ``model.lm_head``); nothing here patches a class.
@@ -21,6 +24,7 @@ The model is a parameter (``Qwen3VLForConditionalGeneration``: ``model.model.lan
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 
@@ -60,6 +64,11 @@ class LayerKV:
     def lengths(self) -> list[int]:
         """Cached tokens per layer."""
         return [0 if k is None else int(k.shape[-2]) for k in self.keys]
+
+    def clear(self) -> None:
+        """Drop every layer's tensors (after they were moved elsewhere, e.g. into a ``BatchKV``)."""
+        self.keys = [None] * len(self.keys)
+        self.values = [None] * len(self.values)
 
 
 @dataclass
@@ -260,6 +269,186 @@ def greedy_tokens(
         if token in eos_ids or k + 1 == max_new_tokens:
             return
         logits = decode_step(model, token, start_position + k, first.cache)
+
+
+# ---------------------------------------------------------------------------------------------- batched decoding
+
+
+#: Attention implementations whose kernels take the additive [B, 1, 1, W] padding mask ``BatchKV`` builds.
+BATCH_ATTENTION = ("eager", "sdpa")
+
+
+class BatchKV:
+    """The per-layer caches of B prefilled requests, merged for decoding them together.
+
+    Layer l keeps one right-padded buffer [B, H_kv, C_l, d]. Row b holds its own prefill's P[b][l] keys at
+    [0, P[b][l]) -- where its ``LayerKV`` had them, in the same order -- and decode step s writes at
+    P[b][l] + s, so a row's real keys always stay contiguous from index 0, exactly as in its own cache;
+    whatever follows them is padding (zeros, never NaN). Lengths differ per row (prompt length, keep rule)
+    and per layer (LP-Comp), so the padding differs too: every layer gets its own additive mask
+    [B, 1, 1, W_l], 0 on real keys and the dtype's most negative finite value on padding. A finite value,
+    not -inf: the query always sees its own key, so after the max subtraction a padded score underflows to
+    exactly 0 in softmax (padding contributes 0 x finite V = 0), and no all-masked row can make NaN.
+
+    Implements ``update`` (the one method Qwen3-VL's attention calls), like ``LayerKV``. Per step:
+    ``begin_step`` unmasks the slots the step writes, the layers run, ``end_step`` advances.
+    """
+
+    def __init__(self, caches: Sequence[LayerKV], steps: Sequence[int]) -> None:
+        """``caches``: one prefilled ``LayerKV`` per row (moved in: each is emptied); ``steps``: the most
+        decode steps each row will run (its max_new_tokens - 1), which sizes the buffers once."""
+        self.num_layers = len(caches[0].keys)
+        self.prefill = [cache.lengths() for cache in caches]  # [B][L]
+        self.keys, self.values = [], []
+        for layer in range(self.num_layers):
+            capacity = max(p[layer] + n for p, n in zip(self.prefill, steps, strict=True))
+            self.keys.append(right_padded([c.keys[layer] for c in caches], capacity))
+            self.values.append(right_padded([c.values[layer] for c in caches], capacity))
+        for cache in caches:
+            cache.clear()
+        self.lengths = torch.tensor(self.prefill, device=self.keys[0].device).t().contiguous()  # [L, B]
+        width = max(k.shape[2] for k in self.keys)
+        self.masks = padding_masks(self.lengths, width, self.keys[0].dtype)  # [L, B, 1, 1, W]
+        self.step = 0
+        self._write: torch.Tensor | None = None
+        self._widths: list[int] = []
+        self._index_rows()
+
+    def _index_rows(self) -> None:
+        """Index tensors and the longest prefill per layer for the rows now in the batch."""
+        rows = len(self.prefill)
+        self._rows = torch.arange(rows, device=self.lengths.device)
+        self._layer_index = torch.arange(self.num_layers, device=self.lengths.device)[:, None].expand(
+            -1, rows
+        )
+        self._row_index = self._rows.expand(self.num_layers, -1)
+        self._longest = [max(p[layer] for p in self.prefill) for layer in range(self.num_layers)]
+
+    def begin_step(self) -> None:
+        """Unmask, in every layer and row, the slot this step writes (P[b][l] + step): one indexed write."""
+        self._write = self.lengths + self.step  # [L, B]
+        self.masks[self._layer_index, self._row_index, 0, 0, self._write] = 0
+        # Keys attended this step: up to the longest row's new key.
+        self._widths = [longest + self.step + 1 for longest in self._longest]
+
+    def end_step(self) -> None:
+        self.step += 1
+
+    def attention_mask(self, layer: int) -> torch.Tensor:
+        """Additive mask [B, 1, 1, W_l] of ``layer`` for this step (a view; see the class docstring)."""
+        return self.masks[layer, :, :, :, : self._widths[layer]]
+
+    def update(self, key_states, value_states, layer_idx, *args, **kwargs):
+        """Write this step's [B, H_kv, 1, d] keys/values at each row's slot; return [B, H_kv, W_l, d] views."""
+        slot = self._write[layer_idx].view(-1, 1, 1, 1).expand_as(key_states)  # [B, H_kv, 1, d]
+        self.keys[layer_idx].scatter_(2, slot, key_states)
+        self.values[layer_idx].scatter_(2, slot, value_states)
+        width = self._widths[layer_idx]
+        return self.keys[layer_idx][:, :, :width], self.values[layer_idx][:, :, :width]
+
+    def keep_rows(self, rows: Sequence[int]) -> None:
+        """Keep only ``rows`` (0-based in the current batch, in order): finished requests leave the batch."""
+        index = torch.tensor(list(rows), device=self._rows.device)
+        self.keys = [k.index_select(0, index) for k in self.keys]
+        self.values = [v.index_select(0, index) for v in self.values]
+        self.masks = self.masks.index_select(1, index)
+        self.lengths = self.lengths.index_select(1, index)
+        self.prefill = [self.prefill[r] for r in rows]
+        self._index_rows()
+
+
+def right_padded(rows: Sequence[torch.Tensor], capacity: int) -> torch.Tensor:
+    """One [1, H_kv, n_b, d] cache tensor per row → [B, H_kv, capacity, d]: row b's n_b entries first, in
+    their order, zeros after (finite, so a masked slot can never turn a weight of 0 into NaN)."""
+    first = rows[0]
+    out = first.new_zeros(len(rows), first.shape[1], capacity, first.shape[-1])
+    for b, row in enumerate(rows):
+        out[b, :, : row.shape[-2]] = row[0]
+    return out
+
+
+def padding_masks(lengths: torch.Tensor, width: int, dtype: torch.dtype) -> torch.Tensor:
+    """Real lengths [L, B] → additive masks [L, B, 1, 1, width]: 0 on each row's first ``lengths`` slots,
+    the dtype's most negative finite value after (see ``BatchKV``). The [1, 1] broadcasts over heads and the
+    single query, the shape eager attention and sdpa both take."""
+    real = torch.arange(width, device=lengths.device) < lengths[:, :, None]  # [L, B, W]
+    masks = torch.zeros(real.shape, dtype=dtype, device=lengths.device)
+    return masks.masked_fill(~real, torch.finfo(dtype).min)[:, :, None, None]
+
+
+def check_batch_attention(model) -> None:
+    """Batched decoding needs an attention kernel that takes an additive 4-D mask (eager or sdpa)."""
+    implementation = text_model(model).config._attn_implementation
+    if implementation not in BATCH_ATTENTION:
+        raise EngineError(
+            f"batched decoding supports {' and '.join(BATCH_ATTENTION)} attention, got {implementation!r}"
+        )
+
+
+@torch.inference_mode()
+def batch_decode_step(model, tokens: Sequence[int], positions: Sequence[int], cache: BatchKV) -> torch.Tensor:
+    """One greedy step for B rows: row b embeds ``tokens[b]`` at ``positions[b]`` (all three axes, its own
+    rotary angle), every layer attends over its own cached keys (``cache.attention_mask``); logits [B, V].
+
+    The same modules and operations per row as ``decode_step``; only the batch dimension and the masked
+    padding differ, which can change fp32 rounding (a GEMM over B rows is not bitwise B GEMMs over one, a
+    fused attention kernel sums a longer row), never the math: the padding itself adds exact zeros.
+    """
+    device = model.device
+    decoder = text_model(model)
+    ids = torch.tensor(list(tokens), device=device)[:, None]  # [B, 1]
+    position_ids = torch.tensor(list(positions), device=device).view(1, -1, 1).expand(3, -1, 1)  # [3, B, 1]
+    hidden = decoder.embed_tokens(ids)  # [B, 1, D]
+    cos, sin = decoder.rotary_emb(hidden, position_ids)  # [B, 1, d] each
+    cache.begin_step()
+    for idx, layer in enumerate(decoder.layers):
+        hidden = layer(
+            hidden,
+            position_embeddings=(cos, sin),
+            attention_mask=cache.attention_mask(idx),
+            past_key_values=cache,
+            use_cache=True,
+        )
+    cache.end_step()
+    return final_logits(model, hidden[:, -1])
+
+
+def batched_greedy_tokens(
+    model,
+    firsts: Sequence[PrefillResult],
+    *,
+    start_positions: Sequence[int],
+    max_new_tokens: Sequence[int],
+    eos_ids: Sequence[int],
+) -> Iterator[list[tuple[int, int]]]:
+    """Greedy decoding of several prefilled requests together; ``greedy_tokens`` for each, in lockstep.
+
+    Yields, per step, ``(request, token)`` for every request still running (step 0: the prefill logits).
+    Request i stops after one of ``eos_ids`` (yielded too) or ``max_new_tokens[i]`` tokens and then leaves
+    the batch; its step k is fed at ``start_positions[i] + k``. The prefill caches are moved into one
+    ``BatchKV`` (each ``firsts[i].cache`` is emptied) when the first decode step is needed.
+    """
+    check_batch_attention(model)
+    eos = set(eos_ids)
+    active = list(range(len(firsts)))
+    logits = torch.stack([first.logits for first in firsts])  # [B, V]
+    cache: BatchKV | None = None
+    for step in itertools.count():
+        tokens = logits.float().argmax(-1).tolist()
+        yield list(zip(active, tokens, strict=True))
+        going = [j for j, b in enumerate(active) if tokens[j] not in eos and step + 1 < max_new_tokens[b]]
+        if not going:
+            return
+        if cache is None:
+            cache = BatchKV(
+                [firsts[active[j]].cache for j in going], [max_new_tokens[active[j]] - 1 for j in going]
+            )
+        elif len(going) < len(active):
+            cache.keep_rows(going)
+        active = [active[j] for j in going]
+        logits = batch_decode_step(
+            model, [tokens[j] for j in going], [start_positions[b] + step for b in active], cache
+        )
 
 
 def rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:

@@ -24,6 +24,7 @@ import compressors
 import media
 import model_zoo
 from compressors.base import SegmentSpan
+from model_zoo.qwen3_vl import GenerationRequest
 from pipeline import cache
 from pipeline.settings import OFFICIAL, Settings, parse_methods
 
@@ -228,7 +229,13 @@ def estimate_gpu_seconds(settings: Settings, frames: int | None = None) -> int:
 
 
 def run_methods(prepared: PreparedVideo, question: str, settings: Settings) -> Iterator[Event]:
-    """Encode once, then compress and answer with every method in turn; a failing method reports its error."""
+    """Encode once; compress with every method; answer with all of them together; official models last.
+
+    Each method compresses in turn (a failing one reports its error in its own column), then the backbone
+    decodes every compressed method's answer as one batch (``Qwen3VLBackbone.generate_many``), so all
+    columns stream at once; should the batch itself fail (out of memory, say), each method answers alone.
+    ``MethodDone`` events come in column order.
+    """
     backbone = model_zoo.load_backbone(settings.backbone)
     yield Progress("encode", 0.15, f"Encoding {prepared.real_frames} frames once for every method…")
     t0 = time.perf_counter()
@@ -238,12 +245,39 @@ def run_methods(prepared: PreparedVideo, question: str, settings: Settings) -> I
     # Tempo's relevance scores depend on the question, not on the budget: a re-run reuses them.
     hooks = cache.RelevanceHooks(backbone, video, video_key=key, question=question)
     spans = prepared.spans
-    for i, method in enumerate(settings.methods):
-        fraction = 0.2 + 0.8 * i / len(settings.methods)
-        yield Progress("compress", fraction, f"{method}: compressing and answering…")
-        report = yield from _run_one(backbone, hooks, video, spans, prepared, question, settings, method)
-        yield MethodDone(report)
+    columns = _ColumnOrder(settings.methods)
+    ours = [m for m in settings.methods if m not in OFFICIAL]
+    compressed = []
+    for i, method in enumerate(ours):
+        yield Progress("compress", 0.2 + 0.3 * i / len(ours), f"{method}: compressing…")
+        item = _compress_one(backbone, hooks, video, spans, prepared, question, settings, method)
+        if isinstance(item, MethodReport):
+            yield from columns.done(item)
+        else:
+            compressed.append(item)
+    if compressed:
+        yield Progress("answer", 0.5, f"Answering with {len(compressed)} method(s) at once…")
+        yield from _answer_all(backbone, compressed, question, settings, prepared, columns)
+    official = [m for m in settings.methods if m in OFFICIAL]
+    for i, method in enumerate(official):
+        yield Progress("compress", 0.8 + 0.2 * i / len(official), f"{method}: compressing and answering…")
+        report = yield from _run_official(prepared, question, settings, method)
+        yield from columns.done(report)
     yield Progress("done", 1.0, "Done.")
+
+
+class _ColumnOrder:
+    """Releases ``MethodDone`` events in column order: a finished column waits for the columns before it
+    (``Finished.reports`` keeps the order the events came in)."""
+
+    def __init__(self, methods) -> None:
+        self.methods, self.reports, self.released = list(methods), {}, 0
+
+    def done(self, report: MethodReport) -> Iterator[MethodDone]:
+        self.reports[report.method] = report
+        while self.released < len(self.methods) and self.methods[self.released] in self.reports:
+            yield MethodDone(self.reports[self.methods[self.released]])
+            self.released += 1
 
 
 def _video_key(backbone, prepared: PreparedVideo, settings: Settings) -> tuple:
@@ -274,9 +308,19 @@ def _move(video, device):
     return dataclasses.replace(video, **changes)
 
 
-def _run_one(backbone, hooks, video, spans, prepared, question, settings, method) -> Iterator[Event]:
-    if method in OFFICIAL:
-        return (yield from _run_official(prepared, question, settings, method))
+@dataclass
+class _Compressed:
+    """A method whose compression succeeded, waiting for its answer."""
+
+    report: MethodReport
+    result: object  # compressors.base.CompressionResult
+    memory: dict  # measured over the compression
+
+
+def _compress_one(
+    backbone, hooks, video, spans, prepared, question, settings, method
+) -> _Compressed | MethodReport:
+    """Compress with ``method``; a failure becomes the method's report with its error (one sentence)."""
     report = MethodReport(method=method, label=method)
     memory = _MemoryMeter(backbone.device)
     try:
@@ -288,24 +332,108 @@ def _run_one(backbone, hooks, video, spans, prepared, question, settings, method
             result = compressor.compress(video, spans, question, budget=settings.budget, hooks=hooks)
         report.timings["compress"] = time.perf_counter() - t0
         _account(report, result, prepared, spans)
-        t1 = time.perf_counter()
-        generation = backbone.generate(
-            question, result.segments, keep=result.keep, max_new_tokens=settings.max_new_tokens
-        )
-        for _ in generation:
-            report.answer = generation.text
-            yield AnswerDelta(method, report.answer)
-        report.answer = generation.text
-        report.timings["answer"] = time.perf_counter() - t1
-        _account_generation(report, result, generation.stats, frames=prepared.real_frames)
-    except torch.OutOfMemoryError:
-        report.error = "Out of memory: lower the token budget or the max frames and try again."
-        _free_memory()
     except Exception as err:  # one method failing must not take the other columns down
-        report.error = _one_sentence(err)
-    finally:
+        report.error = _failure(err)
+    if report.error is not None:
+        if report.error == OUT_OF_MEMORY:
+            _free_memory()  # outside the except: the traceback, and the memory it held, are gone
         report.memory = memory.stop()
+        return report
+    return _Compressed(report, result, memory.stop())
+
+
+OUT_OF_MEMORY = "Out of memory: lower the token budget or the max frames and try again."
+
+
+def _failure(err: Exception) -> str:
+    """The one sentence a column shows for ``err``."""
+    return OUT_OF_MEMORY if isinstance(err, torch.OutOfMemoryError) else _one_sentence(err)
+
+
+def _answer_all(backbone, compressed, question, settings, prepared, columns) -> Iterator[Event]:
+    """Answer every compressed method in one batched decode; if the batch fails, the methods it had not
+    finished answer alone, each in its own try (one bad method never takes the others down)."""
+    pending = {item.report.method: item for item in compressed}
+    failed = False
+    try:
+        yield from _decode_together(backbone, compressed, question, settings, prepared, pending, columns)
+    except Exception:  # out of memory included: fall back to one method at a time
+        failed = True
+    if failed:
+        _free_memory()  # outside the except: the batch's tensors are no longer referenced
+    for method, item in list(pending.items()):
+        report = yield from _answer_alone(backbone, item, question, settings, prepared)
+        del pending[method]
+        yield from columns.done(report)
+
+
+def _decode_together(backbone, compressed, question, settings, prepared, pending, columns) -> Iterator[Event]:
+    """The batched decode: AnswerDelta per method as its tokens arrive; each method's report is done (and
+    leaves ``pending``) as soon as its answer ends. Its ``answer`` time is its own prefill plus the wall
+    time of the batched steps it took part in, shared with the others (``answer_batched``)."""
+    memory = _MemoryMeter(backbone.device)
+    requests = [
+        GenerationRequest(
+            question, item.result.segments, keep=item.result.keep, max_new_tokens=settings.max_new_tokens
+        )
+        for item in compressed
+    ]
+    batch = backbone.generate_many(requests)
+    shown = [""] * len(compressed)
+    for index, delta in batch:
+        item = compressed[index]
+        if delta:
+            shown[index] += delta
+            yield AnswerDelta(item.report.method, shown[index])
+        if batch[index].done:
+            report = _answered(item, batch[index], prepared, batched=True)
+            report.memory = _max_memory(item.memory, memory.stop())
+            if report.answer != shown[index]:
+                yield AnswerDelta(report.method, report.answer)
+            del pending[report.method]
+            yield from columns.done(report)
+
+
+def _answered(item: _Compressed, generation, prepared: PreparedVideo, *, batched: bool) -> MethodReport:
+    """The method's report once its answer is complete: answer text, accounting, answer timings."""
+    report = item.report
+    try:
+        report.answer = generation.text
+        stats = generation.stats
+        report.timings.update(answer=stats["prefill_s"] + stats["decode_s"], answer_batched=batched)
+        _account_generation(report, item.result, stats, frames=prepared.real_frames)
+    except Exception as err:  # e.g. the engine received other tokens than the method reported
+        report.error = _one_sentence(err)
     return report
+
+
+def _answer_alone(backbone, item: _Compressed, question, settings, prepared) -> Iterator[Event]:
+    """One method's answer on its own (the fallback when the batched decode failed)."""
+    report = item.report
+    memory = _MemoryMeter(backbone.device)
+    shown = ""
+    try:
+        generation = backbone.generate(
+            question, item.result.segments, keep=item.result.keep, max_new_tokens=settings.max_new_tokens
+        )
+        for delta in generation:
+            shown += delta
+            yield AnswerDelta(report.method, shown)
+        _answered(item, generation, prepared, batched=False)
+    except Exception as err:  # one method failing must not take the other columns down
+        report.error = _failure(err)
+    if report.error == OUT_OF_MEMORY:
+        _free_memory()
+    elif report.error is None and report.answer != shown:
+        yield AnswerDelta(report.method, report.answer)
+    report.memory = _max_memory(item.memory, memory.stop())
+    return report
+
+
+def _max_memory(*measures: dict) -> dict:
+    """Per key, the largest of several memory measures (a method's compression, then its answer)."""
+    keys = dict.fromkeys(k for m in measures for k in m)
+    return {k: max(m[k] for m in measures if k in m) for k in keys}
 
 
 def _official_model(checkpoint: str, base_vlm: str):
@@ -351,7 +479,7 @@ def _run_official(prepared: PreparedVideo, question: str, settings: Settings, me
         report.timings["answer"] = time.perf_counter() - t1
         _account_official(report, run, prepared)
     except torch.OutOfMemoryError:
-        report.error = "Out of memory: lower the token budget or the max frames and try again."
+        report.error = OUT_OF_MEMORY
         _free_memory()
     except Exception as err:  # one method failing must not take the other columns down
         report.error = _one_sentence(err)
