@@ -3,7 +3,7 @@
 ``AppSettings`` is the only place these numbers are set. ``python app.py --help`` lists each one as a flag
 (``--max-upload-mb 200 --queue-size 8 ...``); nothing here is read from environment variables. The media
 caps become a ``media.Limits`` (checked by probe, sample and fetch before the work they protect); the upload
-size becomes Gradio's ``max_file_size``; the queue numbers go to ``demo.queue``. docs/SECURITY.md shows the
+size becomes Gradio's ``max_file_size``; the queue numbers go to ``demo.queue``. README.md ("Security") shows the
 defaults (a test keeps it in step with this file).
 """
 
@@ -109,7 +109,7 @@ class AppSettings:
         return cls(**{f.name: getattr(args, f.name) for f in dataclasses.fields(cls)})
 
     def rows(self) -> list[tuple[str, str, str]]:
-        """(flag, value, meaning) for every setting: what docs/SECURITY.md and the start-up log show."""
+        """(flag, value, meaning) for every setting: what README.md ("Security") and the start-up log show."""
         return [
             (f.metadata["flag"], _show(getattr(self, f.name)), f.metadata["help"])
             for f in dataclasses.fields(self)

@@ -88,11 +88,11 @@ def test_the_media_limits_carry_every_video_cap():
     assert SMALL.max_upload_bytes == 262144
 
 
-def test_the_security_notes_show_every_limit_with_its_default():
-    text = (ROOT / "docs" / "SECURITY.md").read_text()
+def test_the_readme_security_section_shows_every_limit_with_its_default():
+    text = (ROOT / "README.md").read_text()
     for flag, value, _meaning in AppSettings().rows():
         row = re.search(rf"^\| `{flag}` \| ([^|]+) \|", text, re.M)
-        assert row, f"docs/SECURITY.md has no table row for {flag}"
+        assert row, f"README.md (Security) has no table row for {flag}"
         assert row.group(1).strip().replace(",", "").startswith(value), (flag, row.group(1), value)
 
 
