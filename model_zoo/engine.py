@@ -29,7 +29,10 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 import torch
-from transformers.models.qwen3_vl.modeling_qwen3_vl import rotate_half
+import torch.nn.functional as F
+from transformers.activations import SiLUActivation
+from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
+from transformers.models.qwen3_vl.modeling_qwen3_vl import eager_attention_forward, rotate_half
 
 from model_zoo.prompt import PromptLayout
 
@@ -310,6 +313,7 @@ class BatchKV:
         width = max(k.shape[2] for k in self.keys)
         self.masks = padding_masks(self.lengths, width, self.keys[0].dtype)  # [L, B, 1, 1, W]
         self.step = 0
+        self.lean: tuple[list[LeanLayer], Callable] | None = None  # set by ``batch_decode_step``
         self._write: torch.Tensor | None = None
         self._widths: list[int] = []
         self._index_rows()
@@ -385,29 +389,140 @@ def check_batch_attention(model) -> None:
         )
 
 
+@dataclass(frozen=True)
+class LeanLayer:
+    """One decoder layer's parameters, read once, for ``lean_decode_layer`` (no module is called)."""
+
+    input_norm: torch.Tensor
+    post_norm: torch.Tensor
+    q_norm: torch.Tensor
+    k_norm: torch.Tensor
+    eps: tuple[float, float, float, float]  # input, post-attention, q_norm, k_norm
+    q: tuple[torch.Tensor, torch.Tensor | None]
+    k: tuple[torch.Tensor, torch.Tensor | None]
+    v: tuple[torch.Tensor, torch.Tensor | None]
+    o: tuple[torch.Tensor, torch.Tensor | None]
+    gate: tuple[torch.Tensor, torch.Tensor | None]
+    up: tuple[torch.Tensor, torch.Tensor | None]
+    down: tuple[torch.Tensor, torch.Tensor | None]
+    head_dim: int
+    attention: (
+        torch.nn.Module
+    )  # the layer's ``self_attn``, handed to the attention function as the library does
+
+
+def lean_layer(layer) -> LeanLayer:
+    """Read a ``Qwen3VLTextDecoderLayer``'s parameters (the tensors themselves, not copies)."""
+    attn, mlp = layer.self_attn, layer.mlp
+    if not isinstance(mlp.act_fn, (torch.nn.SiLU, SiLUActivation)):
+        raise EngineError(f"the lean decode step supports SiLU-gated MLPs, got {type(mlp.act_fn).__name__}")
+
+    def linear(module) -> tuple[torch.Tensor, torch.Tensor | None]:
+        return module.weight, module.bias
+
+    norms = (layer.input_layernorm, layer.post_attention_layernorm, attn.q_norm, attn.k_norm)
+    return LeanLayer(
+        input_norm=norms[0].weight,
+        post_norm=norms[1].weight,
+        q_norm=norms[2].weight,
+        k_norm=norms[3].weight,
+        eps=tuple(float(n.variance_epsilon) for n in norms),
+        q=linear(attn.q_proj),
+        k=linear(attn.k_proj),
+        v=linear(attn.v_proj),
+        o=linear(attn.o_proj),
+        gate=linear(mlp.gate_proj),
+        up=linear(mlp.up_proj),
+        down=linear(mlp.down_proj),
+        head_dim=int(attn.head_dim),
+        attention=attn,
+    )
+
+
+def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
+    """``Qwen3VLTextRMSNorm.forward``, the same operations in the same order (float32 statistics)."""
+    dtype = x.dtype
+    x = x.to(torch.float32)
+    variance = x.pow(2).mean(-1, keepdim=True)
+    x = x * torch.rsqrt(variance + eps)
+    return weight * x.to(dtype)
+
+
+def rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """``apply_rotary_pos_emb`` on one tensor, tables already unsqueezed over heads."""
+    return (x * cos) + (rotate_half(x) * sin)
+
+
+def lean_decode_layer(
+    lean: LeanLayer,
+    hidden: torch.Tensor,
+    cos: torch.Tensor,
+    sin: torch.Tensor,
+    mask: torch.Tensor | None,
+    cache,
+    layer_idx: int,
+    attention_fn: Callable,
+) -> torch.Tensor:
+    """``Qwen3VLTextDecoderLayer.forward`` for one decode query per row, from the layer's own parameters.
+
+    ``hidden`` [B, 1, D]; ``cos``/``sin`` [B, 1, 1, d] (unsqueezed over heads once per step); ``cache`` any
+    object with ``update`` (``BatchKV``, ``LayerKV``); ``attention_fn`` the library's attention function of the
+    model's implementation (``ALL_ATTENTION_FUNCTIONS``), called exactly as ``Qwen3VLTextAttention`` calls it.
+    The same torch operations, in the same order, on the same tensors as the library's modules (norms,
+    projections, rotary, cache update, attention, o_proj, SiLU-gated MLP, residuals): bitwise the same
+    output (``tests/test_engine_lean.py``); only the Python module machinery around them is skipped.
+    """
+    shape = (*hidden.shape[:-1], -1, lean.head_dim)
+    eps_in, eps_post, eps_q, eps_k = lean.eps
+    x = rms_norm(hidden, lean.input_norm, eps_in)
+    q = rms_norm(F.linear(x, *lean.q).view(shape), lean.q_norm, eps_q).transpose(1, 2)
+    k = rms_norm(F.linear(x, *lean.k).view(shape), lean.k_norm, eps_k).transpose(1, 2)
+    v = F.linear(x, *lean.v).view(shape).transpose(1, 2)
+    q, k = rotate(q, cos, sin), rotate(k, cos, sin)
+    k, v = cache.update(k, v, layer_idx)
+    out, _ = attention_fn(lean.attention, q, k, v, mask, dropout=0.0, scaling=lean.attention.scaling)
+    out = out.reshape(*shape[:-2], -1).contiguous()
+    hidden = hidden + F.linear(out, *lean.o)
+    x = rms_norm(hidden, lean.post_norm, eps_post)
+    return hidden + F.linear(F.silu(F.linear(x, *lean.gate)) * F.linear(x, *lean.up), *lean.down)
+
+
+def lean_layers(model) -> list[LeanLayer]:
+    """``lean_layer`` of every decoder layer of ``model``."""
+    return [lean_layer(layer) for layer in text_model(model).layers]
+
+
+def attention_function(model) -> Callable:
+    """The attention function Qwen3-VL's attention module resolves for the model's implementation."""
+    implementation = text_model(model).config._attn_implementation
+    return ALL_ATTENTION_FUNCTIONS.get_interface(implementation, eager_attention_forward)
+
+
 @torch.inference_mode()
 def batch_decode_step(model, tokens: Sequence[int], positions: Sequence[int], cache: BatchKV) -> torch.Tensor:
     """One greedy step for B rows: row b embeds ``tokens[b]`` at ``positions[b]`` (all three axes, its own
     rotary angle), every layer attends over its own cached keys (``cache.attention_mask``); logits [B, V].
 
-    The same modules and operations per row as ``decode_step``; only the batch dimension and the masked
-    padding differ, which can change fp32 rounding (a GEMM over B rows is not bitwise B GEMMs over one, a
-    fused attention kernel sums a longer row), never the math: the padding itself adds exact zeros.
+    The same operations per row as ``decode_step``, run by ``lean_decode_layer`` (bitwise the library layer's
+    output, without its module-call overhead; the layers' parameters are read once per batch); only the
+    batch dimension and the masked padding differ, which can change fp32 rounding (a GEMM over B rows is
+    not bitwise B GEMMs over one, a fused attention kernel sums a longer row), never the math: the padding
+    itself adds exact zeros.
     """
     device = model.device
     decoder = text_model(model)
+    if cache.lean is None:
+        cache.lean = (lean_layers(model), attention_function(model))
+    layers, attention_fn = cache.lean
     ids = torch.tensor(list(tokens), device=device)[:, None]  # [B, 1]
     position_ids = torch.tensor(list(positions), device=device).view(1, -1, 1).expand(3, -1, 1)  # [3, B, 1]
     hidden = decoder.embed_tokens(ids)  # [B, 1, D]
     cos, sin = decoder.rotary_emb(hidden, position_ids)  # [B, 1, d] each
+    cos, sin = cos.unsqueeze(1), sin.unsqueeze(1)  # [B, 1, 1, d]: over heads, once for all layers
     cache.begin_step()
-    for idx, layer in enumerate(decoder.layers):
-        hidden = layer(
-            hidden,
-            position_embeddings=(cos, sin),
-            attention_mask=cache.attention_mask(idx),
-            past_key_values=cache,
-            use_cache=True,
+    for idx, lean in enumerate(layers):
+        hidden = lean_decode_layer(
+            lean, hidden, cos, sin, cache.attention_mask(idx), cache, idx, attention_fn
         )
     cache.end_step()
     return final_logits(model, hidden[:, -1])
