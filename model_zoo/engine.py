@@ -391,13 +391,16 @@ def check_batch_attention(model) -> None:
 
 @dataclass(frozen=True)
 class LeanLayer:
-    """One decoder layer's parameters, read once, for ``lean_decode_layer`` (no module is called)."""
+    """One decoder layer's parameters, read once, for ``lean_decode_layer`` (no module is called).
+
+    ``qk_norm`` [H + H_kv, d] is q_norm's weight on each query head then k_norm's on each key head (the
+    same values the modules broadcast), so both norms run as one; ``qk_eps`` is their (equal) epsilon.
+    """
 
     input_norm: torch.Tensor
     post_norm: torch.Tensor
-    q_norm: torch.Tensor
-    k_norm: torch.Tensor
-    eps: tuple[float, float, float, float]  # input, post-attention, q_norm, k_norm
+    qk_norm: torch.Tensor
+    eps: tuple[float, float, float]  # input, post-attention, q_norm/k_norm
     q: tuple[torch.Tensor, torch.Tensor | None]
     k: tuple[torch.Tensor, torch.Tensor | None]
     v: tuple[torch.Tensor, torch.Tensor | None]
@@ -405,28 +408,36 @@ class LeanLayer:
     gate: tuple[torch.Tensor, torch.Tensor | None]
     up: tuple[torch.Tensor, torch.Tensor | None]
     down: tuple[torch.Tensor, torch.Tensor | None]
+    heads: int
     head_dim: int
-    attention: (
-        torch.nn.Module
-    )  # the layer's ``self_attn``, handed to the attention function as the library does
+    attention: torch.nn.Module  # ``self_attn``, handed to the attention function as the library does
 
 
 def lean_layer(layer) -> LeanLayer:
-    """Read a ``Qwen3VLTextDecoderLayer``'s parameters (the tensors themselves, not copies)."""
+    """Read a ``Qwen3VLTextDecoderLayer``'s parameters (the tensors themselves; only the small q/k norm
+    weights are laid out per head)."""
     attn, mlp = layer.self_attn, layer.mlp
     if not isinstance(mlp.act_fn, (torch.nn.SiLU, SiLUActivation)):
         raise EngineError(f"the lean decode step supports SiLU-gated MLPs, got {type(mlp.act_fn).__name__}")
+    if attn.q_norm.variance_epsilon != attn.k_norm.variance_epsilon:
+        raise EngineError("the lean decode step needs q_norm and k_norm to share their epsilon")
 
     def linear(module) -> tuple[torch.Tensor, torch.Tensor | None]:
         return module.weight, module.bias
 
-    norms = (layer.input_layernorm, layer.post_attention_layernorm, attn.q_norm, attn.k_norm)
+    d = int(attn.head_dim)
+    heads = attn.q_proj.weight.shape[0] // d
+    kv_heads = attn.k_proj.weight.shape[0] // d
+    qk_norm = torch.cat([attn.q_norm.weight.expand(heads, d), attn.k_norm.weight.expand(kv_heads, d)])
     return LeanLayer(
-        input_norm=norms[0].weight,
-        post_norm=norms[1].weight,
-        q_norm=norms[2].weight,
-        k_norm=norms[3].weight,
-        eps=tuple(float(n.variance_epsilon) for n in norms),
+        input_norm=layer.input_layernorm.weight,
+        post_norm=layer.post_attention_layernorm.weight,
+        qk_norm=qk_norm,
+        eps=(
+            float(layer.input_layernorm.variance_epsilon),
+            float(layer.post_attention_layernorm.variance_epsilon),
+            float(attn.q_norm.variance_epsilon),
+        ),
         q=linear(attn.q_proj),
         k=linear(attn.k_proj),
         v=linear(attn.v_proj),
@@ -434,30 +445,52 @@ def lean_layer(layer) -> LeanLayer:
         gate=linear(mlp.gate_proj),
         up=linear(mlp.up_proj),
         down=linear(mlp.down_proj),
-        head_dim=int(attn.head_dim),
+        heads=heads,
+        head_dim=d,
         attention=attn,
     )
 
 
 def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
-    """``Qwen3VLTextRMSNorm.forward``, the same operations in the same order (float32 statistics)."""
+    """``Qwen3VLTextRMSNorm.forward``: the same operations in the same order (float32 statistics); the
+    casts are skipped when they are identities (float32 input)."""
     dtype = x.dtype
+    if dtype == torch.float32:
+        return weight * (x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps))
     x = x.to(torch.float32)
     variance = x.pow(2).mean(-1, keepdim=True)
     x = x * torch.rsqrt(variance + eps)
     return weight * x.to(dtype)
 
 
-def rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """``apply_rotary_pos_emb`` on one tensor, tables already unsqueezed over heads."""
-    return (x * cos) + (rotate_half(x) * sin)
+@dataclass(frozen=True)
+class Rotation:
+    """One step's rotary tables, laid out once for every layer: ``cos`` [B, 1, 1, d] and ``sin`` with
+    ``rotate_half``'s sign folded in, so ``x * cos + x[..., half] * sin`` is ``apply_rotary_pos_emb``: the
+    same products ((-a) * s and a * (-s) are the same float), gathered instead of sliced and concatenated."""
+
+    cos: torch.Tensor
+    sin: torch.Tensor
+    half: torch.Tensor  # [d]: index i + d/2 then i
+
+    @classmethod
+    def of(cls, cos: torch.Tensor, sin: torch.Tensor) -> Rotation:
+        """From the rotary embedding's [B, n, d] tables."""
+        d = cos.shape[-1]
+        half = torch.arange(d, device=cos.device).roll(d // 2)
+        sign = torch.ones(d, dtype=sin.dtype, device=sin.device)
+        sign[: d // 2] = -1
+        return cls(cos[:, :, None], (sin * sign)[:, :, None], half)
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        """Rotate [B, n, heads, d]."""
+        return x * self.cos + x.index_select(-1, self.half) * self.sin
 
 
 def lean_decode_layer(
     lean: LeanLayer,
     hidden: torch.Tensor,
-    cos: torch.Tensor,
-    sin: torch.Tensor,
+    rotation: Rotation,
     mask: torch.Tensor | None,
     cache,
     layer_idx: int,
@@ -465,24 +498,26 @@ def lean_decode_layer(
 ) -> torch.Tensor:
     """``Qwen3VLTextDecoderLayer.forward`` for one decode query per row, from the layer's own parameters.
 
-    ``hidden`` [B, 1, D]; ``cos``/``sin`` [B, 1, 1, d] (unsqueezed over heads once per step); ``cache`` any
-    object with ``update`` (``BatchKV``, ``LayerKV``); ``attention_fn`` the library's attention function of the
-    model's implementation (``ALL_ATTENTION_FUNCTIONS``), called exactly as ``Qwen3VLTextAttention`` calls it.
-    The same torch operations, in the same order, on the same tensors as the library's modules (norms,
-    projections, rotary, cache update, attention, o_proj, SiLU-gated MLP, residuals): bitwise the same
-    output (``tests/test_engine_lean.py``); only the Python module machinery around them is skipped.
+    ``hidden`` [B, 1, D]; ``rotation`` the step's rotary tables; ``cache`` any object with ``update``
+    (``BatchKV``, ``LayerKV``); ``attention_fn`` the library's attention function of the model's
+    implementation (``attention_function``), called as ``Qwen3VLTextAttention`` calls it. The same
+    arithmetic on the same values as the library's modules (norms, projections, rotary, cache update,
+    attention, o_proj, SiLU-gated MLP, residuals), bitwise (``tests/test_engine_lean.py``); what is skipped
+    is the module machinery, identity casts, and the per-tensor repetition: q and k are normalised and
+    rotated as one tensor (each head's values go through the same elementwise operations and the same
+    per-head reduction as in their own tensors).
     """
-    shape = (*hidden.shape[:-1], -1, lean.head_dim)
-    eps_in, eps_post, eps_q, eps_k = lean.eps
+    b, n = hidden.shape[:2]
+    d, heads = lean.head_dim, lean.heads
+    eps_in, eps_post, eps_qk = lean.eps
     x = rms_norm(hidden, lean.input_norm, eps_in)
-    q = rms_norm(F.linear(x, *lean.q).view(shape), lean.q_norm, eps_q).transpose(1, 2)
-    k = rms_norm(F.linear(x, *lean.k).view(shape), lean.k_norm, eps_k).transpose(1, 2)
-    v = F.linear(x, *lean.v).view(shape).transpose(1, 2)
-    q, k = rotate(q, cos, sin), rotate(k, cos, sin)
+    qk = torch.cat([F.linear(x, *lean.q), F.linear(x, *lean.k)], -1).view(b, n, -1, d)
+    qk = rotation(rms_norm(qk, lean.qk_norm, eps_qk))
+    q, k = qk[:, :, :heads].transpose(1, 2), qk[:, :, heads:].transpose(1, 2)
+    v = F.linear(x, *lean.v).view(b, n, -1, d).transpose(1, 2)
     k, v = cache.update(k, v, layer_idx)
     out, _ = attention_fn(lean.attention, q, k, v, mask, dropout=0.0, scaling=lean.attention.scaling)
-    out = out.reshape(*shape[:-2], -1).contiguous()
-    hidden = hidden + F.linear(out, *lean.o)
+    hidden = hidden + F.linear(out.reshape(b, n, -1).contiguous(), *lean.o)
     x = rms_norm(hidden, lean.post_norm, eps_post)
     return hidden + F.linear(F.silu(F.linear(x, *lean.gate)) * F.linear(x, *lean.up), *lean.down)
 
@@ -517,12 +552,11 @@ def batch_decode_step(model, tokens: Sequence[int], positions: Sequence[int], ca
     ids = torch.tensor(list(tokens), device=device)[:, None]  # [B, 1]
     position_ids = torch.tensor(list(positions), device=device).view(1, -1, 1).expand(3, -1, 1)  # [3, B, 1]
     hidden = decoder.embed_tokens(ids)  # [B, 1, D]
-    cos, sin = decoder.rotary_emb(hidden, position_ids)  # [B, 1, d] each
-    cos, sin = cos.unsqueeze(1), sin.unsqueeze(1)  # [B, 1, 1, d]: over heads, once for all layers
+    rotation = Rotation.of(*decoder.rotary_emb(hidden, position_ids))  # once for all layers
     cache.begin_step()
     for idx, lean in enumerate(layers):
         hidden = lean_decode_layer(
-            lean, hidden, cos, sin, cache.attention_mask(idx), cache, idx, attention_fn
+            lean, hidden, rotation, cache.attention_mask(idx), cache, idx, attention_fn
         )
     cache.end_step()
     return final_logits(model, hidden[:, -1])

@@ -64,7 +64,7 @@ def library_step(model, tokens, positions, cache: eng.BatchKV, lean_cache: eng.B
     for idx, layer in enumerate(decoder.layers):
         mask = cache.attention_mask(idx)
         lean = eng.lean_decode_layer(
-            layers[idx], hidden, cos[:, None], sin[:, None], mask, lean_cache, idx, attention_fn
+            layers[idx], hidden, eng.Rotation.of(cos, sin), mask, lean_cache, idx, attention_fn
         )
         hidden = layer(
             hidden, position_embeddings=(cos, sin), attention_mask=mask, past_key_values=cache, use_cache=True
@@ -119,7 +119,7 @@ def test_lean_layer_with_a_single_request_cache(sdpa):
     attention_fn = eng.attention_function(model)
     for idx, layer in enumerate(decoder.layers):
         lean = eng.lean_decode_layer(
-            eng.lean_layer(layer), hidden, cos[:, None], sin[:, None], None, twin, idx, attention_fn
+            eng.lean_layer(layer), hidden, eng.Rotation.of(cos, sin), None, twin, idx, attention_fn
         )
         hidden = layer(hidden, position_embeddings=(cos, sin), past_key_values=cache, use_cache=True)
         assert torch.equal(lean, hidden) and torch.equal(twin.keys[idx], cache.keys[idx])
