@@ -173,6 +173,9 @@ class Method:
 
     name: ClassVar[str]
     label: ClassVar[str]
+    #: Whether the result depends on the question. False: the same video, options and budget always compress
+    #: the same way, so a follow-up question may reuse the compression (``pipeline.cache.COMPRESSIONS``).
+    question_conditioned: ClassVar[bool] = True
 
     def options(self) -> dict:
         return asdict(self)

@@ -62,6 +62,7 @@ class Uniform(Method):
     """Uniform frame sampling at the stock resolution: ``floor(B / P)`` groups spread over the video."""
 
     name: ClassVar[str] = "uniform"
+    question_conditioned: ClassVar[bool] = False
     label: ClassVar[str] = "Uniform sampling (stock Qwen3-VL layout)"
 
     def reduce(
@@ -96,6 +97,7 @@ class Pool(Method):
     """Every group average-pooled to the largest grid with ``G * h' * w' <= B``; DeepStack pooled alike."""
 
     name: ClassVar[str] = "pool"
+    question_conditioned: ClassVar[bool] = False
     label: ClassVar[str] = "Average pooling (every frame, smaller grid)"
 
     def reduce(

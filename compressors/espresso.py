@@ -114,6 +114,7 @@ class Espresso(Method):
     """Espresso, training-free: pooling stands in for the learned compressors (module docstring)."""
 
     name: ClassVar[str] = "espresso"
+    question_conditioned: ClassVar[bool] = False
     label: ClassVar[str] = "Espresso (training-free: pooling stands in for the learned compressors)"
 
     spatial_share: float = 0.75

@@ -153,6 +153,7 @@ class Tempo(Method):
     """Tempo, training-free on the shared backbone (see the module docstring for the departures)."""
 
     name: ClassVar[str] = "tempo"
+    question_conditioned: ClassVar[bool] = True
     label: ClassVar[str] = "Tempo (training-free: backbone relevance prior + ATA + token merging)"
 
     min_tokens: int = 4

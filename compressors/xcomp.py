@@ -195,6 +195,7 @@ class XComp(Method):
     """XComp, training-free: ToMe to 16 tokens per frame, QC-Comp selection, LP-Comp keep rule."""
 
     name: ClassVar[str] = "xcomp"
+    question_conditioned: ClassVar[bool] = True
     label: ClassVar[str] = "XComp (training-free: ToMe + QC-Comp + LP-Comp, no compression tuning)"
 
     tokens_per_frame: int = 16

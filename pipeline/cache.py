@@ -1,13 +1,16 @@
 """Least-recently-used caches bounded in bytes, for work shared across methods and follow-up questions.
 
-Four caches, one per kind of shared work, each keyed by what decides its value:
+Five caches, one per kind of shared work, each keyed by what decides its value:
 
 * ``PROBES``    file identity (path, device, inode, size, mtime) → (``VideoInfo``, content fingerprint);
   saves re-reading every packet and re-hashing the file when the same upload gets a follow-up question;
 * ``FRAMES``    (fingerprint, sampling settings) → the sampled, segmented frames (uint8, CPU);
 * ``TOKENS``    (fingerprint, sampling settings, backbone, dtype) → the encoded visual tokens (CPU copy);
 * ``RELEVANCE`` (fingerprint, sampling settings, backbone, dtype, question, prompt args, which groups) →
-  Tempo's per-segment Yes/No logits (CPU float32), through :class:`RelevanceHooks`.
+  Tempo's per-segment Yes/No logits (CPU float32), through :class:`RelevanceHooks`;
+* ``COMPRESSIONS`` (the ``TOKENS`` key, method, its options, budget, seed) → the ``CompressionResult`` of a
+  method whose compression does not depend on the question (``question_conditioned`` False: Espresso,
+  uniform, pool), its tensors on the CPU; a follow-up question reuses it instead of compressing again.
 
 Values are CPU data only: a cache never holds GPU memory past a request (on ZeroGPU the GPU is gone when the
 request ends). Sizes are settings (:class:`CacheSettings`, :func:`configure_caches`), never environment
@@ -176,6 +179,7 @@ class CacheSettings:
     frames_mb: float = 2048
     tokens_mb: float = 2048
     relevance_mb: float = 16
+    compressions_mb: float = 256  # compressed tokens of question-independent methods (at most the budget's)
     probes: int = 256  # videos whose probe and fingerprint are remembered (each a few hundred bytes)
 
     def __post_init__(self) -> None:
@@ -190,7 +194,14 @@ PROBES = ByteLRU(MB, max_items=_SETTINGS.probes, count_keys=True)
 FRAMES = ByteLRU(int(_SETTINGS.frames_mb * MB))
 TOKENS = ByteLRU(int(_SETTINGS.tokens_mb * MB))
 RELEVANCE = ByteLRU(int(_SETTINGS.relevance_mb * MB), count_keys=True)
-CACHES: dict[str, ByteLRU] = {"probes": PROBES, "frames": FRAMES, "tokens": TOKENS, "relevance": RELEVANCE}
+COMPRESSIONS = ByteLRU(int(_SETTINGS.compressions_mb * MB), count_keys=True)
+CACHES: dict[str, ByteLRU] = {
+    "probes": PROBES,
+    "frames": FRAMES,
+    "tokens": TOKENS,
+    "relevance": RELEVANCE,
+    "compressions": COMPRESSIONS,
+}
 
 
 def configure_caches(settings: CacheSettings | None = None, **sizes: float) -> CacheSettings:
@@ -209,6 +220,7 @@ def configure_caches(settings: CacheSettings | None = None, **sizes: float) -> C
     FRAMES.resize(int(new.frames_mb * MB))
     TOKENS.resize(int(new.tokens_mb * MB))
     RELEVANCE.resize(int(new.relevance_mb * MB))
+    COMPRESSIONS.resize(int(new.compressions_mb * MB))
     _SETTINGS = new
     return new
 

@@ -8,6 +8,7 @@ backbone answers from the compressed tokens. The UI and the CLI both drive ``com
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import gc
 import os
@@ -39,6 +40,8 @@ FRAME_CACHE = cache.FRAMES
 TOKEN_CACHE = cache.TOKENS
 #: Tempo's relevance logits, keyed additionally by the question and the prompt (``cache.RelevanceHooks``).
 RELEVANCE_CACHE = cache.RELEVANCE
+#: Compressions of question-independent methods (``question_conditioned`` False), for follow-up questions.
+COMPRESSION_CACHE = cache.COMPRESSIONS
 
 
 class QuestionError(ValueError):
@@ -328,8 +331,8 @@ def _compress_one(
         report.label = compressor.label
         torch.manual_seed(settings.seed)
         t0 = time.perf_counter()
-        with torch.inference_mode():
-            result = compressor.compress(video, spans, question, budget=settings.budget, hooks=hooks)
+        key = _video_key(backbone, prepared, settings)
+        result = _compress_cached(compressor, video, spans, question, settings, hooks, key)
         report.timings["compress"] = time.perf_counter() - t0
         _account(report, result, prepared, spans)
     except Exception as err:  # one method failing must not take the other columns down
@@ -340,6 +343,50 @@ def _compress_one(
         report.memory = memory.stop()
         return report
     return _Compressed(report, result, memory.stop())
+
+
+def _compress_cached(compressor, video, spans, question, settings, hooks, video_key: tuple):
+    """``compressor.compress``, reused across questions when the method ignores the question.
+
+    Key: the video key (``_video_key``, what decides the tokens and the spans), the method, its options, the
+    budget and the seed. The cache keeps a CPU copy (never GPU memory past a request); a result with a
+    keep rule (a callable) is not cached.
+    """
+    key = None
+    if not getattr(compressor, "question_conditioned", True):
+        options = repr(sorted(compressor.options().items()))
+        key = (*video_key, compressor.name, options, settings.budget, settings.seed)
+        cached = COMPRESSION_CACHE.get(key)
+        if cached is not None:
+            return _move_result(cached, video.embeds.device)
+    with torch.inference_mode():
+        result = compressor.compress(video, spans, question, budget=settings.budget, hooks=hooks)
+    if key is not None and result.keep is None:
+        COMPRESSION_CACHE.put(key, _move_result(result, "cpu"))
+    return result
+
+
+def _move_result(result, device):
+    """A copy of a ``CompressionResult`` with its segments' tensors on ``device`` (lists and extra copied, so
+    a cached entry is never shared with a report)."""
+    device = torch.device(device)
+    segments = [
+        dataclasses.replace(
+            s,
+            embeds=s.embeds.to(device),
+            positions=s.positions.to(device),
+            deepstack=[d.to(device) for d in s.deepstack],
+        )
+        for s in result.segments
+    ]
+    return dataclasses.replace(
+        result,
+        segments=segments,
+        kept_frames=list(result.kept_frames),
+        segment_scores=None if result.segment_scores is None else list(result.segment_scores),
+        segment_tokens=None if result.segment_tokens is None else list(result.segment_tokens),
+        extra=copy.deepcopy(result.extra),
+    )
 
 
 OUT_OF_MEMORY = "Out of memory: lower the token budget or the max frames and try again."

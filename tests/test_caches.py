@@ -244,3 +244,57 @@ class _FakeBackbone:
         return torch.as_tensor(
             np.random.default_rng(self.calls).normal(size=(len(prompts), len(words)))
         ).float()
+
+
+@pytest.fixture
+def compress_calls(monkeypatch):
+    """Calls of each method's ``compress`` (the real one runs)."""
+    import compressors
+
+    counts: dict[str, int] = {}
+    real_build = compressors.build
+
+    def build(name, **options):
+        compressor = real_build(name, **options)
+        real = compressor.compress
+
+        def compress(*args, **kwargs):
+            counts[name] = counts.get(name, 0) + 1
+            return real(*args, **kwargs)
+
+        object.__setattr__(compressor, "compress", compress)
+        return compressor
+
+    monkeypatch.setattr(compressors, "build", build)
+    return counts
+
+
+def test_question_conditioned_is_declared_by_every_method():
+    import compressors
+
+    flags = {
+        m: compressors.build(m).question_conditioned
+        for m in ("espresso", "uniform", "pool", "xcomp", "tempo")
+    }
+    assert flags == {"espresso": False, "uniform": False, "pool": False, "xcomp": True, "tempo": True}
+
+
+def test_a_follow_up_compresses_again_only_with_question_conditioned_methods(clips, compress_calls):
+    first = _reports(clips[0])
+    assert all(r.error is None for r in first.values())
+    assert compress_calls == dict.fromkeys(SETTINGS.methods, 1)
+    follow = _reports(clips[0], question="And what happens next?")
+    assert compress_calls == {"espresso": 1, "uniform": 1, "pool": 1, "xcomp": 2, "tempo": 2}
+    assert cache.cache_stats()["compressions"]["hits"] == 3
+    cache.clear_caches()
+    cold = _reports(clips[0], question="And what happens next?")
+    assert _reproducible(follow) == _reproducible(cold)
+    assert all(follow[m].timings.keys() == cold[m].timings.keys() for m in SETTINGS.methods)
+    # another budget or another video compresses again; a cached compression is CPU data only
+    _reports(clips[0], settings=dataclasses.replace(SETTINGS, budget=32))
+    assert compress_calls["uniform"] == 3
+    for value, _ in cache.COMPRESSIONS._items.values():
+        assert all(t.device.type == "cpu" for t in _tensors(value))
+    cache.configure_caches(compressions_mb=0)
+    _reports(clips[0], question="Once more?")
+    assert compress_calls["pool"] == 4
