@@ -333,7 +333,7 @@ def empty_result(
 ) -> CompressionResult:
     """Nothing fits: no visual tokens at all (ToMe's rule: an impossible budget does nothing, never raises).
 
-    ``why`` is shown in the report (``extra["note"]``) so the column says why it answered blind.
+    ``why`` goes into ``extra["note"]``; the pipeline then tells the user the budget is too small for the method.
     """
     return CompressionResult(
         method=method,

@@ -335,6 +335,8 @@ def _compress_one(
         result = _compress_cached(compressor, video, spans, question, settings, hooks, key)
         report.timings["compress"] = time.perf_counter() - t0
         _account(report, result, prepared, spans)
+        if not result.segments:
+            report.error = _too_small(settings.budget, method, result.extra.get("note"))
     except Exception as err:  # one method failing must not take the other columns down
         report.error = _failure(err)
     if report.error is not None:
@@ -390,6 +392,12 @@ def _move_result(result, device):
 
 
 OUT_OF_MEMORY = "Out of memory: lower the token budget or the max frames and try again."
+
+
+def _too_small(budget: int, method: str, note: str | None) -> str:
+    """The sentence for a method that could keep no visual token under ``budget``."""
+    why = f" ({note})" if note else ""
+    return f"A budget of {budget} visual tokens is too small for {method}{why}; raise the budget."
 
 
 def _failure(err: Exception) -> str:

@@ -211,3 +211,11 @@ def test_official_tempo_without_hub_access_fails_in_its_column_only(clip):
     reports = _run(clip, settings=settings)[-1].reports
     assert "Vision-CAIR/Tempo-6B" in reports["tempo-6b.official"].error
     assert reports["pool"].error is None and reports["pool"].answer
+
+
+def test_a_budget_too_small_for_a_method_says_so_in_its_column(clip):
+    settings = dataclasses.replace(SETTINGS, budget=2, methods=("uniform", "tempo"))
+    reports = _run(clip, settings=settings)[-1].reports
+    assert reports["uniform"].error.startswith("A budget of 2 visual tokens is too small for uniform")
+    assert reports["uniform"].error.endswith("raise the budget.")
+    assert reports["tempo"].error is None and 0 < reports["tempo"].tokens["llm_input"] <= 2
