@@ -91,7 +91,12 @@ class MethodDone:
 
 @dataclass
 class Encoded:
+    """The shared encode is done. ``fresh`` carries (cache key, CPU tokens) when they were computed in this
+    request, so the caller's process can keep them: on ZeroGPU the GPU work runs in a forked process whose
+    caches vanish with it, while the caller's survive (and a fork inherits them for the next request)."""
+
     timings: dict  # seconds spent on the work shared by every method (encode)
+    fresh: tuple | None = None
 
 
 @dataclass
@@ -243,8 +248,8 @@ def run_methods(prepared: PreparedVideo, question: str, settings: Settings) -> I
     yield Progress("encode", 0.15, f"Encoding {prepared.real_frames} frames once for every method…")
     t0 = time.perf_counter()
     key = _video_key(backbone, prepared, settings)
-    video = _encode(backbone, prepared, key)
-    yield Encoded({"encode": time.perf_counter() - t0})
+    video, fresh = _encode(backbone, prepared, key)
+    yield Encoded({"encode": time.perf_counter() - t0}, (key, fresh) if fresh is not None else None)
     # Tempo's relevance scores depend on the question, not on the budget: a re-run reuses them.
     hooks = cache.RelevanceHooks(backbone, video, video_key=key, question=question)
     spans = prepared.spans
@@ -289,12 +294,15 @@ def _video_key(backbone, prepared: PreparedVideo, settings: Settings) -> tuple:
 
 
 def _encode(backbone, prepared: PreparedVideo, key: tuple):
+    """The encoded video on the backbone's device, and its new CPU copy (None when it came from the cache)."""
     video = TOKEN_CACHE.get(key)
-    if video is None:
-        with torch.inference_mode():
-            video = backbone.encode(prepared.frames.frames, prepared.frames.timestamps)
-        TOKEN_CACHE.put(key, _move(video, "cpu"))
-    return _move(video, backbone.device)
+    if video is not None:
+        return _move(video, backbone.device), None
+    with torch.inference_mode():
+        video = backbone.encode(prepared.frames.frames, prepared.frames.timestamps)
+    fresh = _move(video, "cpu")
+    TOKEN_CACHE.put(key, fresh)
+    return _move(video, backbone.device), fresh
 
 
 def _move(video, device):
@@ -682,5 +690,7 @@ def _compare(source, question, settings, runner, limits, allow_private, workdir)
             reports[event.report.method] = event.report
         elif isinstance(event, Encoded):
             shared.update(event.timings)
+            if event.fresh is not None and event.fresh[0] not in TOKEN_CACHE:  # computed in another process
+                TOKEN_CACHE.put(*event.fresh)
         yield event
     yield Finished(prepared, reports, shared)
