@@ -60,6 +60,16 @@ def parser(doc: str) -> argparse.ArgumentParser:
     return p
 
 
+def add_comparison_args(p: argparse.ArgumentParser) -> None:
+    """The options of the benchmarks that run whole comparisons (compare, followup) on one video."""
+    p.add_argument("--video", type=Path, help="use this video instead of the generated one")
+    p.add_argument("--minutes", type=float, default=5.0, help="length of the generated video (default 5)")
+    p.add_argument("--repeats", type=int, default=3, help="interleaved rounds; medians are reported")
+    p.add_argument("--max-frames", type=int, default=32, help="frames sampled (default 32, the tiny default)")
+    p.add_argument("--max-new-tokens", type=int, default=64, help="answer length (default 64, the app's)")
+    p.add_argument("--budget", type=int, default=None, help="token budget (default: the backbone's, 64)")
+
+
 def setup(args: argparse.Namespace) -> None:
     """Apply the options every benchmark shares (threads) before any work."""
     if args.threads < 1:

@@ -89,12 +89,7 @@ def run(args) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     p = common.parser(__doc__)
-    p.add_argument("--video", type=Path, help="use this video instead of the generated one")
-    p.add_argument("--minutes", type=float, default=5.0, help="length of the generated video (default 5)")
-    p.add_argument("--repeats", type=int, default=3, help="interleaved rounds; medians are reported")
-    p.add_argument("--max-frames", type=int, default=32, help="frames sampled (default 32, the tiny default)")
-    p.add_argument("--max-new-tokens", type=int, default=64, help="answer length (default 64, the app's)")
-    p.add_argument("--budget", type=int, default=None, help="token budget (default: the backbone's, 64)")
+    common.add_comparison_args(p)
     args = p.parse_args(argv)
     common.setup(args)
     line = common.record("followup", run(args))
