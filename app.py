@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import atexit
 import functools
-import gc
 import inspect
 import logging
 import os
@@ -46,7 +45,7 @@ USER_ERRORS = (
     runcard.CardError,
     model_zoo.ModelLoadError,
 )
-OUT_OF_MEMORY = "Out of memory: lower the token budget or the max frames and try again."
+OUT_OF_MEMORY = pc.OUT_OF_MEMORY
 UNEXPECTED = "Something went wrong on our side ({name}); please try again, and report it if it happens again."
 #: The Space's limits (upload size, video caps, queue); ``build_demo`` sets them, ``python app.py --help`` lists them.
 SETTINGS = AppSettings()
@@ -87,12 +86,6 @@ def _is_out_of_memory(err: Exception) -> bool:
     return isinstance(err, (torch.OutOfMemoryError, MemoryError)) or cpu
 
 
-def _free_memory() -> None:
-    gc.collect()
-    if torch.cuda.is_available():
-        torch.cuda.empty_cache()
-
-
 def at_the_edge(handler):
     """Wrap an event handler so that it raises only gr.Error, each with one sentence, never a traceback.
 
@@ -102,7 +95,7 @@ def at_the_edge(handler):
 
     def fail(error: gr.Error):
         if error.message == OUT_OF_MEMORY:
-            _free_memory()
+            pc.free_memory()
         raise error
 
     if inspect.isgeneratorfunction(handler):
@@ -161,7 +154,7 @@ def shown_columns(methods: list[str] | None) -> list:
 def _settings(methods, backbone, budget, fps, max_frames, segment_frames, seed, max_new_tokens) -> Settings:
     return Settings.for_backbone(
         backbone,
-        methods=[m for m in COLUMNS if m in (methods or [])] or None,
+        methods=[m for m in COLUMNS if m in (methods or [])],
         budget=int(budget),
         fps=float(fps),
         max_frames=int(max_frames),

@@ -349,7 +349,7 @@ def _compress_one(
         report.error = _failure(err)
     if report.error is not None:
         if report.error == OUT_OF_MEMORY:
-            _free_memory()  # outside the except: the traceback, and the memory it held, are gone
+            free_memory()  # outside the except: the traceback, and the memory it held, are gone
         report.memory = memory.stop()
         return report
     return _Compressed(report, result, memory.stop())
@@ -423,7 +423,7 @@ def _answer_all(backbone, compressed, question, settings, prepared, columns) -> 
     except Exception:  # out of memory included: fall back to one method at a time
         failed = True
     if failed:
-        _free_memory()  # outside the except: the batch's tensors are no longer referenced
+        free_memory()  # outside the except: the batch's tensors are no longer referenced
     for method, item in list(pending.items()):
         report = yield from _answer_alone(backbone, item, question, settings, prepared)
         del pending[method]
@@ -486,7 +486,7 @@ def _answer_alone(backbone, item: _Compressed, question, settings, prepared) -> 
     except Exception as err:  # one method failing must not take the other columns down
         report.error = _failure(err)
     if report.error == OUT_OF_MEMORY:
-        _free_memory()
+        free_memory()
     elif report.error is None and report.answer != shown:
         yield AnswerDelta(report.method, report.answer)
     report.memory = _max_memory(item.memory, memory.stop())
@@ -543,7 +543,7 @@ def _run_official(prepared: PreparedVideo, question: str, settings: Settings, me
         _account_official(report, run, prepared)
     except torch.OutOfMemoryError:
         report.error = OUT_OF_MEMORY
-        _free_memory()
+        free_memory()
     except Exception as err:  # one method failing must not take the other columns down
         report.error = _one_sentence(err)
     finally:
@@ -569,7 +569,8 @@ def _account_official(report: MethodReport, run, prepared: PreparedVideo) -> Non
     report.extra = {"real_fps": round(run.real_fps, 4), "allocation": allocation_table(run)}
 
 
-def _free_memory() -> None:
+def free_memory() -> None:
+    """Collect garbage and return cached CUDA blocks (call it outside the ``except`` that caught an OOM)."""
     gc.collect()
     if torch.cuda.is_available():
         torch.cuda.empty_cache()

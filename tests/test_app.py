@@ -95,3 +95,8 @@ def test_kept_moments_download_is_an_mp4_of_the_kept_frames(client, clip):
     path = update["value"] if isinstance(update, dict) else update
     info = media.probe(path)
     assert Path(path).suffix == ".mp4" and info.duration > 0
+
+
+def test_no_method_selected_is_refused_with_a_sentence(client, clip):
+    with pytest.raises(AppError, match="Pick at least one method"):
+        _compare(client, handle_file(str(clip)), methods=[])

@@ -111,14 +111,14 @@ def test_out_of_memory_in_the_shared_encoding_is_one_sentence_and_memory_is_free
         held.append(weakref.ref(block))
         raise error()  # a new exception each time, as in life (one kept by the test would keep its traceback)
 
-    real_free = app._free_memory
+    real_free = pc.free_memory
 
     def spy():
         freed_after_release.append(held[0]() is None)  # the traceback no longer holds the block
         real_free()
 
     monkeypatch.setattr(pc, "_encode", encode_out_of_memory)
-    monkeypatch.setattr(app, "_free_memory", spy)
+    monkeypatch.setattr(pc, "free_memory", spy)
     with pytest.raises(AppError) as err:
         _compare(client, clip)
     assert str(err.value) == app.OUT_OF_MEMORY
