@@ -276,7 +276,7 @@ def stage_times(finished) -> dict:
 
 def record(benchmark: str, result: dict, *, device: str | torch.device = "cpu") -> dict:
     """``result`` with the benchmark's name, date, commit and machine in front."""
-    now = datetime.datetime.now(datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.UTC)
     head = {
         "benchmark": benchmark,
         "date": now.strftime("%Y-%m-%dT%H:%M:%SZ"),
