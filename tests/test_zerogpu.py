@@ -1,31 +1,32 @@
 """The GPU part run as ZeroGPU runs it: in a forked process whose memory vanishes after each request.
 
 The encoded tokens computed in the fork come back to the caller's process, so a follow-up question reuses
-them (a fork inherits the caller's caches) instead of encoding the video again.
+them (a fork inherits the caller's caches) instead of encoding the video again. The scenario runs in a fresh
+interpreter with one torch thread: forking a process whose OpenMP pool has run can hang the child.
 """
 
+import json
 import multiprocessing
+import subprocess
 import sys
+from pathlib import Path
 
 import pytest
-import torch
 
-from pipeline import compare as pc
-from pipeline.cache import clear_caches
-from pipeline.settings import Settings
 from tests.videos import make_clip
 
-SETTINGS = Settings.for_backbone("tiny-random", budget=48, max_frames=16, fps=4.0, max_new_tokens=3)
+ROOT = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="fork start method")
 
 
 def forked_runner(prepared, question, settings):
     """``run_methods`` in a forked child; its events come back pickled through a queue, as on ZeroGPU."""
+    from pipeline import compare as pc
+
     ctx = multiprocessing.get_context("fork")
     queue = ctx.Queue()
 
     def child():
-        torch.set_num_threads(1)
         try:
             for event in pc.run_methods(prepared, question, settings):
                 queue.put(event)
@@ -41,23 +42,40 @@ def forked_runner(prepared, question, settings):
         process.join(timeout=30)
 
 
-@pytest.fixture(scope="module")
-def clip(tmp_path_factory):
-    return make_clip(tmp_path_factory.mktemp("zerogpu") / "clip.mp4", seconds=4, fps=8, size=(128, 96))
+def scenario(clip: str) -> dict:
+    """A first question and a follow-up through forked runners, and the follow-up in process."""
+    import torch
 
+    torch.set_num_threads(1)
+    from pipeline import compare as pc
+    from pipeline.settings import Settings
 
-def _encoded(events):
-    return next(e for e in events if isinstance(e, pc.Encoded))
+    settings = Settings.for_backbone("tiny-random", budget=48, max_frames=16, fps=4.0, max_new_tokens=3)
 
+    def run(question, runner=None):
+        events = list(pc.compare(clip, question, settings=settings, runner=runner))
+        encoded = next(e for e in events if isinstance(e, pc.Encoded))
+        return encoded.fresh is not None, {m: r.answer for m, r in events[-1].reports.items()}
 
-def test_tokens_encoded_in_the_fork_are_kept_by_the_caller_and_reused_by_a_follow_up(clip):
-    clear_caches()
-    first = list(pc.compare(clip, "What is shown?", settings=SETTINGS, runner=forked_runner))
-    assert _encoded(first).fresh is not None, "the first request encodes the video"
-    assert len(pc.TOKEN_CACHE) == 1, "the caller keeps what the fork encoded"
-    follow_up = list(pc.compare(clip, "What happens next?", settings=SETTINGS, runner=forked_runner))
-    assert _encoded(follow_up).fresh is None, "the follow-up finds the tokens in the inherited cache"
-    in_process = list(pc.compare(clip, "What happens next?", settings=SETTINGS))
-    assert {m: r.answer for m, r in follow_up[-1].reports.items()} == {
-        m: r.answer for m, r in in_process[-1].reports.items()
+    first_fresh, _ = run("What is shown?", forked_runner)
+    kept = len(pc.TOKEN_CACHE)
+    follow_fresh, follow_answers = run("What happens next?", forked_runner)
+    _, in_process = run("What happens next?")
+    return {
+        "first_fresh": first_fresh,
+        "kept": kept,
+        "follow_fresh": follow_fresh,
+        "same": follow_answers == in_process,
     }
+
+
+def test_tokens_encoded_in_the_fork_are_kept_by_the_caller_and_reused_by_a_follow_up(tmp_path):
+    clip = make_clip(tmp_path / "clip.mp4", seconds=4, fps=8, size=(128, 96))
+    code = f"import json; from tests.test_zerogpu import scenario; print(json.dumps(scenario({str(clip)!r})))"
+    run = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-2000:]
+    result = json.loads(run.stdout.strip().splitlines()[-1])
+    assert result["first_fresh"], "the first request encodes the video"
+    assert result["kept"] == 1, "the caller keeps what the fork encoded"
+    assert not result["follow_fresh"], "the follow-up finds the tokens in the inherited cache"
+    assert result["same"], "answers through the fork equal those in process"
