@@ -37,6 +37,8 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
 import torch  # noqa: E402
 
+from pipeline.compare import rss_bytes  # noqa: E402
+
 OUT = ROOT / "bench" / "out"  # generated videos and plots (ignored by git)
 RESULTS = ROOT / "bench" / "results"  # kept results (committed)
 MB = 1 << 20
@@ -180,14 +182,6 @@ def timed(fn: Callable, *args, **kwargs) -> tuple[float, object]:
 
 def median(values: list[float]) -> float:
     return statistics.median(values)
-
-
-def rss_bytes() -> int:
-    try:
-        with open("/proc/self/statm") as f:
-            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-    except OSError:
-        return 0
 
 
 class PeakRSS:

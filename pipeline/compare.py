@@ -631,10 +631,11 @@ class _MemoryMeter:
     def stop(self) -> dict:
         if self.cuda:
             return {"peak_mb": round(torch.cuda.max_memory_allocated() / MB, 1)}
-        return {"rss_mb": round(_rss_bytes() / MB, 1)}
+        return {"rss_mb": round(rss_bytes() / MB, 1)}
 
 
-def _rss_bytes() -> int:
+def rss_bytes() -> int:
+    """Resident memory of this process (0 where /proc is missing)."""
     try:
         with open("/proc/self/statm") as f:
             return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
