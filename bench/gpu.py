@@ -43,6 +43,7 @@ import compressors
 from compressors.base import build_segments, passthrough
 from compressors.xcomp import layer_counts
 from model_zoo import get_backbone_spec
+from model_zoo.loading import default_dtype
 from model_zoo.preprocess import VideoPreprocessConfig
 from model_zoo.qwen3_vl import Qwen3VLBackbone
 from model_zoo.tiny import TINY_PREPROCESS, build_tiny, build_tokenizer
@@ -118,16 +119,6 @@ def qwen3vl_2b_config(tokenizer):
         vision_end_token_id=ids["<|vision_end|>"],
         tie_word_embeddings=True,
     )
-
-
-@contextmanager
-def default_dtype(dtype: torch.dtype):
-    old = torch.get_default_dtype()
-    torch.set_default_dtype(dtype)
-    try:
-        yield
-    finally:
-        torch.set_default_dtype(old)
 
 
 def real_size_model(device: torch.device, dtype: torch.dtype):

@@ -11,11 +11,13 @@ one sentence that names the offline ``tiny-random`` backbone.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import gc
 import json
 import threading
 from collections import OrderedDict
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
@@ -46,6 +48,17 @@ def resolve_device(device: str | torch.device | None = None) -> torch.device:
 def dtype_for(device: torch.device) -> torch.dtype:
     """bf16 on CUDA (the checkpoints' own precision), fp32 on CPU (bf16 matmuls are slow there)."""
     return torch.bfloat16 if device.type == "cuda" else torch.float32
+
+
+@contextlib.contextmanager
+def default_dtype(dtype: torch.dtype) -> Iterator[None]:
+    """Create floating tensors in ``dtype`` inside the block (restores the previous default)."""
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(dtype)
+    try:
+        yield
+    finally:
+        torch.set_default_dtype(previous)
 
 
 def tiny_backbone(spec: BackboneSpec, device: torch.device) -> Qwen3VLBackbone:

@@ -37,7 +37,6 @@ from the wrong end).
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
 import re
@@ -54,7 +53,7 @@ from transformers import AutoTokenizer, DynamicCache, Qwen3Config, Qwen3ForCausa
 from transformers.initialization import no_init_weights
 from transformers.models.qwen3_vl.modeling_qwen3_vl import Qwen3VLModel
 
-from model_zoo.loading import HUB_ERRORS, ModelLoadError, dtype_for, resolve_device
+from model_zoo.loading import HUB_ERRORS, ModelLoadError, default_dtype, dtype_for, resolve_device
 from model_zoo.preprocess import (
     VideoPreprocessConfig,
     check_frames,
@@ -208,17 +207,6 @@ class TempoModules(nn.Module):
         )
         named.update({PROJECTOR_PREFIX + k: v for k, v in self.projector.state_dict(keep_vars=True).items()})
         return named
-
-
-@contextlib.contextmanager
-def default_dtype(dtype: torch.dtype) -> Iterator[None]:
-    """Create floating tensors in ``dtype`` inside the block (restores the previous default)."""
-    previous = torch.get_default_dtype()
-    torch.set_default_dtype(dtype)
-    try:
-        yield
-    finally:
-        torch.set_default_dtype(previous)
 
 
 def build_modules(config: TempoConfig, vlm_config: Qwen3VLConfig, *, device, dtype) -> TempoModules:
