@@ -38,3 +38,28 @@ def _noise(index, width, height):
     import numpy as np
 
     return np.random.default_rng(index).integers(0, 256, (height, width, 3), dtype=np.uint8)
+
+
+# --- engine: the tiny backbone with sdpa attention, and a copy of it with eager attention ---
+
+
+@pytest.fixture(scope="module")
+def sdpa():
+    """The cached ``tiny-random`` backbone (sdpa attention) on the CPU."""
+    from model_zoo import TINY, load_backbone
+
+    return load_backbone(TINY, device="cpu")
+
+
+@pytest.fixture(scope="module")
+def eager(sdpa):
+    """A deep copy of the tiny backbone switched to eager attention (the cached one is left as it is)."""
+    import copy
+
+    from model_zoo import engine
+
+    backbone = copy.copy(sdpa)
+    backbone.model = copy.deepcopy(sdpa.model)
+    backbone.model.set_attn_implementation("eager")
+    assert engine.text_model(backbone.model).config._attn_implementation == "eager"
+    return backbone

@@ -29,20 +29,6 @@ from tests.test_engine import CLIPS, QUESTIONS, halve_then_last_five, uncompress
 from tests.videos import make_clip
 
 
-@pytest.fixture(scope="module")
-def sdpa():
-    return load_backbone(TINY, device="cpu")
-
-
-@pytest.fixture(scope="module")
-def eager(sdpa):
-    backbone = copy.copy(sdpa)
-    backbone.model = copy.deepcopy(sdpa.model)
-    backbone.model.set_attn_implementation("eager")
-    assert eng.text_model(backbone.model).config._attn_implementation == "eager"
-    return backbone
-
-
 @pytest.fixture(params=["sdpa", "eager"])
 def backbone(request, sdpa, eager):
     chosen = sdpa if request.param == "sdpa" else eager

@@ -13,23 +13,10 @@ import copy
 import pytest
 import torch
 
-from model_zoo import TINY, EngineError, load_backbone
+from model_zoo import EngineError
 from model_zoo import engine as eng
 from tests.test_engine import CLIPS, QUESTIONS
 from tests.test_engine_batch import halve_then_last_five, uncompressed_segments
-
-
-@pytest.fixture(scope="module")
-def sdpa():
-    return load_backbone(TINY, device="cpu")
-
-
-@pytest.fixture(scope="module")
-def eager(sdpa):
-    backbone = copy.copy(sdpa)
-    backbone.model = copy.deepcopy(sdpa.model)
-    backbone.model.set_attn_implementation("eager")
-    return backbone
 
 
 @pytest.fixture(params=["sdpa", "eager"])
