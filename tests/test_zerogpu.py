@@ -75,7 +75,7 @@ def test_tokens_encoded_in_the_fork_are_kept_by_the_caller_and_reused_by_a_follo
     run = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stderr[-2000:]
     result = json.loads(run.stdout.strip().splitlines()[-1])
-    assert result["first_fresh"], "the first request encodes the video"
-    assert result["kept"] == 1, "the caller keeps what the fork encoded"
-    assert not result["follow_fresh"], "the follow-up finds the tokens in the inherited cache"
-    assert result["same"], "answers through the fork equal those in process"
+    assert result["first_fresh"], f"the first request encodes the video: {result}"
+    assert result["kept"] == 1, f"the caller keeps what the fork encoded: {result}"
+    assert not result["follow_fresh"], f"the follow-up finds the tokens in the inherited cache: {result}"
+    assert result["same"], f"answers through the fork equal those in process: {result}"
