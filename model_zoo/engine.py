@@ -115,12 +115,13 @@ def text_model(model):
 
 
 def causal_mask(model, q_len: int, kv_len: int, like: torch.Tensor) -> torch.Tensor | None:
-    """Additive causal mask [1, 1, q, kv] for eager attention; None for sdpa / flash kernels.
+    """Additive causal mask [1, 1, q, kv] (query row i sits at key kv - q + i); None where a kernel needs none.
 
-    Prefill always starts from an empty cache (q == kv), where the kernels' own ``is_causal`` is exact, and a
-    single decode query attends to the whole cache, so only eager attention needs an explicit mask.
+    A single decode query attends to the whole cache, and a prefill from an empty cache (q == kv) is exactly
+    the sdpa / flash kernels' own ``is_causal``; only eager attention, or several queries after cached keys
+    (``extend``: ``is_causal`` would align the triangle top-left), need the explicit mask.
     """
-    if text_model(model).config._attn_implementation != "eager" or q_len == 1:
+    if q_len == 1 or (q_len == kv_len and text_model(model).config._attn_implementation != "eager"):
         return None
     rows = torch.arange(q_len, device=like.device)[:, None] + (kv_len - q_len)
     future = torch.arange(kv_len, device=like.device)[None, :] > rows
@@ -196,11 +197,13 @@ def run_layers(
     deepstack: Sequence[torch.Tensor] = (),
     keep: KeepRule | None = None,
     probe: Callable[[int, SequenceState], None] | None = None,
+    masks: Sequence[torch.Tensor] | None = None,
 ) -> tuple[SequenceState, list[int]]:
     """Run decoder ``layers`` on ``state``; returns the new state and the visual tokens each layer saw.
 
     ``probe(l, state)`` is called with the input of layer l (before it runs); DeepStack level l is added
-    after layer l; ``keep`` is asked after layer l (prefill only, batch of one).
+    after layer l; ``keep`` is asked after layer l (prefill only, batch of one). ``masks[l]``, when given, is
+    layer l's additive attention mask (``extend``: padded prefixes); else ``causal_mask``.
     """
     decoder = text_model(model)
     seen = []
@@ -208,8 +211,11 @@ def run_layers(
         if probe is not None:
             probe(idx, state)
         seen.append(int(state.visual_mask.sum()))
-        past = 0 if cache is None else cache.lengths()[idx]
-        mask = causal_mask(model, state.hidden.shape[1], past + state.hidden.shape[1], state.hidden)
+        if masks is not None:
+            mask = masks[idx]
+        else:
+            past = 0 if cache is None else cache.lengths()[idx]
+            mask = causal_mask(model, state.hidden.shape[1], past + state.hidden.shape[1], state.hidden)
         state.hidden = decoder.layers[idx](
             state.hidden,
             position_embeddings=(state.cos, state.sin),
@@ -259,6 +265,167 @@ def decode_step(model, token: int, position: int, cache: LayerKV) -> torch.Tenso
     return final_logits(model, state.hidden[0, -1])
 
 
+# ---------------------------------------------------------------------------------------------- prompt prefixes
+
+
+@dataclass
+class PrefixKV:
+    """The first ``length`` rows of a prompt run through every layer once, for any prompt starting with them.
+
+    A prompt's prefix is everything before its user text (``prefix_length``): the chat prefix and every
+    visual token. What follows is text only, so nothing computed for the prefix depends on the question, and
+    a follow-up question runs only its own rows over these keys (``prefill_after``, ``extend_last_logits``)
+    -- prefix caching, as serving engines do it. ``keys``/``values``: per layer [1, H_kv, P_l, d], what
+    that layer's ``LayerKV`` held after the prefix (P_l < ``length`` where a keep rule dropped visual
+    tokens); ``per_layer_visual``: the visual tokens each layer saw. Extending never writes these tensors
+    (``LayerKV.update`` concatenates), so one ``PrefixKV`` serves any number of prompts.
+    """
+
+    length: int
+    keys: list[torch.Tensor]
+    values: list[torch.Tensor]
+    per_layer_visual: list[int]
+
+    def lengths(self) -> list[int]:
+        """Cached rows per layer."""
+        return [int(k.shape[-2]) for k in self.keys]
+
+    def to(self, device: torch.device | str) -> PrefixKV:
+        """This prefix with its tensors on ``device`` (itself when they are there already)."""
+        device = torch.device(device)
+        if all(k.device == device for k in self.keys):
+            return self
+        move = lambda tensors: [t.to(device) for t in tensors]  # noqa: E731
+        return PrefixKV(self.length, move(self.keys), move(self.values), list(self.per_layer_visual))
+
+
+def prefix_length(layout: PromptLayout) -> int:
+    """Rows before the user text (``user_span``): the part of the prompt a question does not change."""
+    start = layout.user_span[0]
+    if not 0 < start < layout.input_ids.numel() or bool(layout.visual_mask[start:].any()):
+        raise EngineError(
+            f"a prompt prefix must end before the user text and hold every visual token; got a user text at "
+            f"row {start} of {layout.input_ids.numel()}"
+        )
+    return start
+
+
+def rows_state(
+    model, layouts: Sequence[PromptLayout], spans: Sequence[tuple[int, int]], *, pad_id: int
+) -> tuple[SequenceState, list[torch.Tensor]]:
+    """The rows [start, end) of each layout, right-padded into one batch: its state before layer 0 and its
+    DeepStack levels (the visual tokens inside the spans, row-major over the batch).
+
+    Causal attention means a real row never sees the pads after it, so the pads need no mask; they sit at
+    positions continuing their row's, and their values never reach a real row.
+    """
+    width = max(end - start for start, end in spans)
+    ids = torch.full((len(layouts), width), pad_id, dtype=torch.long)
+    positions = torch.zeros(3, len(layouts), width, dtype=torch.long)
+    visual = torch.zeros(len(layouts), width, dtype=torch.bool)
+    embeds, deepstack = [], []
+    for b, (x, (start, end)) in enumerate(zip(layouts, spans, strict=True)):
+        n = end - start
+        ids[b, :n], visual[b, :n] = x.input_ids[start:end], x.visual_mask[start:end]
+        positions[:, b, :n] = x.positions[:, start:end]
+        positions[:, b, n:] = int(x.positions[:, start:end].max()) + 1 + torch.arange(width - n)
+        first, last = int(x.visual_mask[:start].sum()), int(x.visual_mask[:end].sum())
+        embeds.append(x.embeds[first:last])
+        deepstack.append([level[first:last] for level in x.deepstack])
+    device = model.device
+    state = initial_state(model, ids.to(device), positions.to(device), visual.to(device), torch.cat(embeds))
+    return state, [torch.cat(levels) for levels in zip(*deepstack, strict=True)]
+
+
+@torch.inference_mode()
+def run_prefixes(
+    model, layouts: Sequence[PromptLayout], *, pad_id: int, keep: KeepRule | None = None
+) -> list[PrefixKV]:
+    """Each layout's prefix (``prefix_length``) through every layer, the prefixes as one right-padded batch.
+
+    ``keep`` (a batch of one only) may drop visual tokens after any layer, exactly as in ``prefill``.
+    """
+    if keep is not None and len(layouts) != 1:
+        raise EngineError("a keep rule applies to one prompt at a time")
+    lengths = [prefix_length(x) for x in layouts]
+    state, deepstack = rows_state(model, layouts, [(0, n) for n in lengths], pad_id=pad_id)
+    cache = LayerKV(len(text_model(model).layers))
+    _, seen = run_layers(model, state, range(len(cache.keys)), cache=cache, deepstack=deepstack, keep=keep)
+    if len(layouts) == 1:
+        return [PrefixKV(lengths[0], cache.keys, cache.values, seen)]
+    # No keep rule in a batch: every layer holds row b's first ``n`` keys (a copy each, so that keeping one
+    # prefix does not keep the whole batch's buffer alive).
+    return [
+        PrefixKV(
+            n,
+            [k[b : b + 1, :, :n].clone() for k in cache.keys],
+            [v[b : b + 1, :, :n].clone() for v in cache.values],
+            [int(x.visual_mask.sum())] * len(seen),
+        )
+        for b, (x, n) in enumerate(zip(layouts, lengths, strict=True))
+    ]
+
+
+def extend_masks(prefixes: Sequence[PrefixKV], rows: int, like: torch.Tensor) -> list[torch.Tensor]:
+    """Per layer, the additive mask [B, 1, rows, P_max + rows] of ``rows`` new rows after padded prefixes:
+    row b sees its own P_b prefix keys (not the padding up to P_max) and the new rows up to itself. Masked
+    entries hold the dtype's most negative finite value (as in ``BatchKV``: a row always sees its own key)."""
+    lowest, device, batch = torch.finfo(like.dtype).min, like.device, len(prefixes)
+    future = torch.ones(rows, rows, dtype=torch.bool, device=device).triu(1).expand(batch, -1, -1)
+    masks = []
+    for layer_lengths in zip(*(p.lengths() for p in prefixes), strict=True):
+        lengths = torch.tensor(layer_lengths, device=device)
+        padding = torch.arange(max(layer_lengths), device=device)[None, :] >= lengths[:, None]  # [B, P_max]
+        blocked = torch.cat([padding[:, None, :].expand(-1, rows, -1), future], dim=-1)  # [B, rows, P + rows]
+        mask = torch.zeros(blocked.shape, dtype=like.dtype, device=device).masked_fill(blocked, lowest)
+        masks.append(mask[:, None])
+    return masks
+
+
+def _extend(
+    model, layouts: Sequence[PromptLayout], prefixes: Sequence[PrefixKV], *, pad_id: int
+) -> tuple[torch.Tensor, LayerKV]:
+    """Run each layout's rows after its prefix over the prefix's keys, as one batch: the last real row's
+    logits [B, V] and the cache (per layer: the right-padded prefixes, then the new rows)."""
+    check_mask_attention(model, "reusing a prompt prefix")
+    for x, prefix in zip(layouts, prefixes, strict=True):
+        if prefix.length != prefix_length(x) or len(prefix.keys) != len(text_model(model).layers):
+            raise EngineError(
+                f"the cached prefix ({prefix.length} rows, {len(prefix.keys)} layers) does not fit this "
+                f"prompt ({prefix_length(x)} rows before the question)"
+            )
+    spans = [(p.length, x.input_ids.numel()) for x, p in zip(layouts, prefixes, strict=True)]
+    state, _ = rows_state(model, layouts, spans, pad_id=pad_id)
+    cache = LayerKV(len(prefixes[0].keys))
+    for layer in range(len(cache.keys)):
+        keys = [p.keys[layer].to(state.hidden.device) for p in prefixes]
+        values = [p.values[layer].to(state.hidden.device) for p in prefixes]
+        width = max(k.shape[-2] for k in keys)
+        cache.keys[layer] = keys[0] if len(keys) == 1 else right_padded(keys, width)
+        cache.values[layer] = values[0] if len(values) == 1 else right_padded(values, width)
+    masks = extend_masks(prefixes, state.hidden.shape[1], state.hidden)
+    state, _ = run_layers(model, state, range(len(cache.keys)), cache=cache, masks=masks)
+    last = torch.tensor([end - start - 1 for start, end in spans], device=state.hidden.device)
+    rows = torch.arange(len(layouts), device=state.hidden.device)
+    return final_logits(model, state.hidden[rows, last]), cache
+
+
+@torch.inference_mode()
+def prefill_after(model, layout: PromptLayout, prefix: PrefixKV, *, pad_id: int) -> PrefillResult:
+    """``prefill`` of ``layout`` from its cached ``prefix``: only the rows after it run (the same arithmetic as
+    a prefill that ran ``run_prefixes`` first, so a reused prefix answers bit for bit as a fresh one)."""
+    logits, cache = _extend(model, [layout], [prefix], pad_id=pad_id)
+    return PrefillResult(logits=logits[0], cache=cache, per_layer_visual=list(prefix.per_layer_visual))
+
+
+@torch.inference_mode()
+def extend_last_logits(
+    model, layouts: Sequence[PromptLayout], prefixes: Sequence[PrefixKV], *, pad_id: int
+) -> torch.Tensor:
+    """Logits [B, V] at each prompt's last row, only the rows after each cached prefix running, as one batch."""
+    return _extend(model, layouts, prefixes, pad_id=pad_id)[0]
+
+
 def greedy_tokens(
     model, first: PrefillResult, *, start_position: int, max_new_tokens: int, eos_ids: Sequence[int]
 ) -> Iterator[int]:
@@ -277,8 +444,8 @@ def greedy_tokens(
 # ---------------------------------------------------------------------------------------------- batched decoding
 
 
-#: Attention implementations whose kernels take the additive [B, 1, 1, W] padding mask ``BatchKV`` builds.
-BATCH_ATTENTION = ("eager", "sdpa")
+#: Attention implementations whose kernels take an additive 4-D mask (``BatchKV``'s padding, ``extend_masks``).
+MASK_ATTENTION = ("eager", "sdpa")
 
 
 class BatchKV:
@@ -380,13 +547,16 @@ def padding_masks(lengths: torch.Tensor, width: int, dtype: torch.dtype) -> torc
     return masks.masked_fill(~real, torch.finfo(dtype).min)[:, :, None, None]
 
 
-def check_batch_attention(model) -> None:
-    """Batched decoding needs an attention kernel that takes an additive 4-D mask (eager or sdpa)."""
-    implementation = text_model(model).config._attn_implementation
-    if implementation not in BATCH_ATTENTION:
-        raise EngineError(
-            f"batched decoding supports {' and '.join(BATCH_ATTENTION)} attention, got {implementation!r}"
-        )
+def supports_masks(model) -> bool:
+    """Whether the model's attention kernel takes an additive 4-D mask (eager, sdpa)."""
+    return text_model(model).config._attn_implementation in MASK_ATTENTION
+
+
+def check_mask_attention(model, what: str) -> None:
+    """``what`` (batched decoding, prefix reuse) needs an attention kernel that takes an additive 4-D mask."""
+    if not supports_masks(model):
+        implementation = text_model(model).config._attn_implementation
+        raise EngineError(f"{what} supports {' and '.join(MASK_ATTENTION)} attention, got {implementation!r}")
 
 
 @dataclass(frozen=True)
@@ -577,7 +747,7 @@ def batched_greedy_tokens(
     the batch; its step k is fed at ``start_positions[i] + k``. The prefill caches are moved into one
     ``BatchKV`` (each ``firsts[i].cache`` is emptied) when the first decode step is needed.
     """
-    check_batch_attention(model)
+    check_mask_attention(model, "batched decoding")
     eos = set(eos_ids)
     active = list(range(len(firsts)))
     logits = torch.stack([first.logits for first in firsts])  # [B, V]
@@ -668,29 +838,3 @@ def column_score(attention: torch.Tensor, columns: torch.Tensor, reduce: str) ->
     if reduce == "mean":
         mass = mass / max(columns.numel(), 1)
     return mass.mean()
-
-
-@torch.inference_mode()
-def batched_last_logits(model, layouts: Sequence[PromptLayout], *, pad_id: int) -> torch.Tensor:
-    """Logits [B, V] at each prompt's last token, the prompts right-padded into one batch.
-
-    Causal attention means a real token never sees the pads after it, so no padding mask is needed and the
-    rows equal their unpadded forwards.
-    """
-    device = model.device
-    length = max(x.input_ids.numel() for x in layouts)
-    ids = torch.full((len(layouts), length), pad_id, dtype=torch.long)
-    positions = torch.arange(length).repeat(3, len(layouts), 1)
-    visual = torch.zeros(len(layouts), length, dtype=torch.bool)
-    for b, x in enumerate(layouts):
-        n = x.input_ids.numel()
-        ids[b, :n], visual[b, :n] = x.input_ids, x.visual_mask
-        # Pads continue after the prompt's largest position; their values never reach a real row.
-        positions[:, b, :n] = x.positions
-        positions[:, b, n:] = x.max_position + 1 + torch.arange(length - n)
-    embeds = torch.cat([x.embeds for x in layouts])
-    deepstack = [torch.cat([x.deepstack[i] for x in layouts]) for i in range(len(layouts[0].deepstack))]
-    state = initial_state(model, ids.to(device), positions.to(device), visual.to(device), embeds)
-    state, _ = run_layers(model, state, range(len(text_model(model).layers)), deepstack=deepstack)
-    last = torch.tensor([x.input_ids.numel() - 1 for x in layouts], device=device)
-    return final_logits(model, state.hidden[torch.arange(len(layouts), device=device), last])

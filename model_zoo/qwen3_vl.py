@@ -5,13 +5,21 @@
 without importing ``compressors``: segments are any objects with ``text``/``embeds``/``positions``/
 ``deepstack`` (``model_zoo.prompt.VisualSegmentLike``). ``generate`` answers one request; ``generate_many``
 answers several in one batched decode, each exactly as ``generate`` would.
+
+Prompt prefixes. Every prompt is [chat prefix, visual tokens, question, chat suffix]; everything before the
+question is an ``engine.PrefixKV`` that a ``PrefixStore`` (any object with ``get``/``put``) may keep under a
+key the caller chooses. ``generate``/``generate_many`` (``GenerationRequest.prefix_key``) and
+``next_token_logits`` (``prefix_keys``) then run a follow-up question's own rows only. With a key the
+prefix always runs on its own first, so a prompt answers bit for bit the same whether its prefix was found or
+computed; without one the prompt runs whole, as before.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Hashable, Iterator, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 import torch
@@ -54,6 +62,14 @@ class VisualTokens:
         return int(self.embeds.shape[1])
 
 
+class PrefixStore(Protocol):
+    """Where computed prompt prefixes are kept (``pipeline.cache.PrefixCache``, or a dict-like of one's own)."""
+
+    def get(self, key: Hashable) -> engine.PrefixKV | None: ...
+
+    def put(self, key: Hashable, value: engine.PrefixKV) -> None: ...
+
+
 def grid_positions(h: int, w: int) -> torch.Tensor:
     """Local (0, row, col) positions of an h x w merged grid, row-major: [h*w, 3] long."""
     rows, cols = torch.meshgrid(torch.arange(h), torch.arange(w), indexing="ij")
@@ -73,15 +89,23 @@ class Generation:
 
     ``stats``: ``visual_tokens`` visual tokens the LLM received; ``prompt_tokens`` prompt length;
     ``per_layer_visual`` visual tokens each decoder layer saw in prefill; ``kv_lengths`` cached tokens per
-    layer at the end; ``new_tokens``; ``prefill_s``; ``decode_s``. A generation decoded in a batch
+    layer at the end; ``new_tokens``; ``prefill_s``; ``decode_s``; ``prefix_reused`` (True when the prompt
+    prefix came from the store, False when it was computed, None without a key). A generation decoded in a batch
     (``BatchGeneration``) also has ``decode_batch``, the requests decoded together, and its ``decode_s`` is
     the wall time of the batched steps it took part in (shared with the others, not divided among them).
     """
 
     def __init__(
-        self, backbone: Qwen3VLBackbone, layout: PromptLayout, *, keep: KeepRule | None, max_new_tokens: int
+        self,
+        backbone: Qwen3VLBackbone,
+        layout: PromptLayout,
+        *,
+        keep: KeepRule | None,
+        max_new_tokens: int,
+        prefix: tuple[PrefixStore, Hashable] | None = None,
     ) -> None:
         self.backbone, self.layout, self.keep, self.max_new_tokens = backbone, layout, keep, max_new_tokens
+        self.prefix = prefix
         self._token_ids: list[int] = []
         self._stats: dict = {}
         self._text = ""
@@ -139,9 +163,18 @@ class Generation:
     def _prefill(self) -> engine.PrefillResult:
         """Run the prompt (timed) and record what the model received; decode time starts at 0."""
         start = time.perf_counter()
-        first = engine.prefill(self.backbone.model, self.layout, keep=self.keep)
+        reused = None
+        if self.prefix is None:
+            first = engine.prefill(self.backbone.model, self.layout, keep=self.keep)
+        else:
+            store, key = self.prefix
+            (prefix,), (reused,) = self.backbone.prompt_prefixes([self.layout], [key], store, keep=self.keep)
+            first = engine.prefill_after(
+                self.backbone.model, self.layout, prefix, pad_id=self.backbone.ids.pad
+            )
         _synchronize(self.backbone.device)
         self._stats.update(
+            prefix_reused=reused,
             visual_tokens=self.layout.num_visual,
             prompt_tokens=int(self.layout.input_ids.numel()),
             per_layer_visual=first.per_layer_visual,
@@ -186,6 +219,8 @@ class GenerationRequest:
     keep: KeepRule | None = None
     max_new_tokens: int = 128
     system: str | None = None
+    #: Key of the prompt prefix (everything before the question) in the store given to ``generate_many``.
+    prefix_key: Hashable | None = None
 
 
 class BatchGeneration:
@@ -397,30 +432,68 @@ class Qwen3VLBackbone:
         keep: KeepRule | None = None,
         max_new_tokens: int = 128,
         system: str | None = None,
+        prefix_key: Hashable | None = None,
+        prefixes: PrefixStore | None = None,
     ) -> Generation:
         """Greedy answer to ``question`` about ``segments`` (in order), streamed as a ``Generation``.
 
         The prompt is checked now (placeholders = tokens, shapes, DeepStack levels); the model runs while the
-        ``Generation`` is iterated. ``keep`` may drop visual tokens after chosen layers during prefill.
+        ``Generation`` is iterated. ``keep`` may drop visual tokens after chosen layers during prefill. With
+        ``prefixes`` and a ``prefix_key``, the prompt prefix comes from (or goes into) that store.
         """
-        return self._generation(GenerationRequest(question, segments, keep, max_new_tokens, system))
+        request = GenerationRequest(question, segments, keep, max_new_tokens, system, prefix_key)
+        return self._generation(request, prefixes)
 
-    def generate_many(self, requests: Sequence[GenerationRequest]) -> BatchGeneration:
+    def generate_many(
+        self, requests: Sequence[GenerationRequest], *, prefixes: PrefixStore | None = None
+    ) -> BatchGeneration:
         """Greedy answers to several requests, decoded together as one batch (``BatchGeneration``).
 
         Token for token the same answers as ``generate`` on each request alone (``tests/test_engine_batch.py``);
-        faster because one decode step serves them all. Prompts are checked now, in order.
+        faster because one decode step serves them all. Prompts are checked now, in order. Requests with a
+        ``prefix_key`` take their prompt prefix from ``prefixes`` (or put it there).
         """
         if not requests:
             raise engine.EngineError("generate_many needs at least one request")
-        return BatchGeneration(self, [self._generation(r) for r in requests])
+        return BatchGeneration(self, [self._generation(r, prefixes) for r in requests])
 
-    def _generation(self, request: GenerationRequest) -> Generation:
+    def _generation(self, request: GenerationRequest, prefixes: PrefixStore | None) -> Generation:
         """A ``Generation`` for ``request``, its prompt laid out and checked (nothing runs yet)."""
         if request.max_new_tokens < 1:
             raise engine.EngineError(f"max_new_tokens must be >= 1, got {request.max_new_tokens}")
         layout = self.layout(request.segments, request.question, system=request.system)
-        return Generation(self, layout, keep=request.keep, max_new_tokens=request.max_new_tokens)
+        reuse = prefixes is not None and request.prefix_key is not None and engine.supports_masks(self.model)
+        return Generation(
+            self,
+            layout,
+            keep=request.keep,
+            max_new_tokens=request.max_new_tokens,
+            prefix=(prefixes, request.prefix_key) if reuse else None,
+        )
+
+    def prompt_prefixes(
+        self,
+        layouts: Sequence[PromptLayout],
+        keys: Sequence[Hashable | None],
+        store: PrefixStore | None,
+        *,
+        keep: KeepRule | None = None,
+    ) -> tuple[list[engine.PrefixKV], list[bool]]:
+        """Each layout's prompt prefix on the model's device, from ``store`` under its key when there, else
+        computed (those missing run as one batch) and put there under its key; and whether each was found.
+        A key of None is neither looked up nor stored."""
+        prefixes = [None if store is None or key is None else store.get(key) for key in keys]
+        reused = [prefix is not None for prefix in prefixes]
+        missing = [i for i, prefix in enumerate(prefixes) if prefix is None]
+        if missing:
+            computed = engine.run_prefixes(
+                self.model, [layouts[i] for i in missing], pad_id=self.ids.pad, keep=keep
+            )
+            for i, prefix in zip(missing, computed, strict=True):
+                prefixes[i] = prefix
+                if store is not None and keys[i] is not None:
+                    store.put(keys[i], prefix)
+        return [prefix.to(self.device) for prefix in prefixes], reused
 
     # ------------------------------------------------------------------ hooks for the compressors
 
@@ -465,15 +538,23 @@ class Qwen3VLBackbone:
         system: str,
         user_text: str,
         words: Sequence[str],
+        prefixes: PrefixStore | None = None,
+        prefix_keys: Sequence[Hashable | None] | None = None,
     ) -> torch.Tensor:
         """[len(prompts), len(words)] float32 logits of ``words`` at each prompt's last position.
 
         Prompt b is the chat [system, user: prompts[b]'s segments then ``user_text``, generation prompt]; the
-        prompts run as one right-padded batch (Tempo's relevance prior, arXiv 2604.08120).
+        prompts run as one right-padded batch (Tempo's relevance prior, arXiv 2604.08120): first the prompt
+        prefixes (all but ``user_text`` and the chat suffix; those under ``prefix_keys[b]`` in ``prefixes``
+        are reused), then the rest of every prompt over them.
         """
         word_ids = self.word_ids(words)
         if not prompts:
             return torch.zeros(0, len(word_ids))
         layouts = [self.layout(p, user_text, system=system) for p in prompts]
-        logits = engine.batched_last_logits(self.model, layouts, pad_id=self.ids.pad)
+        keys = [None] * len(layouts) if prefix_keys is None else list(prefix_keys)
+        if len(keys) != len(layouts):
+            raise engine.EngineError(f"{len(keys)} prefix keys for {len(layouts)} prompts")
+        found, _ = self.prompt_prefixes(layouts, keys, prefixes)
+        logits = engine.extend_last_logits(self.model, layouts, found, pad_id=self.ids.pad)
         return logits[:, word_ids].float().cpu()

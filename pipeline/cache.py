@@ -1,6 +1,6 @@
 """Least-recently-used caches bounded in bytes, for work shared across methods and follow-up questions.
 
-Five caches, one per kind of shared work, each keyed by what decides its value:
+Six caches, one per kind of shared work, each keyed by what decides its value:
 
 * ``PROBES``    file identity (path, device, inode, size, mtime) → (``VideoInfo``, content fingerprint);
   saves re-reading every packet and re-hashing the file when the same upload gets a follow-up question;
@@ -10,7 +10,11 @@ Five caches, one per kind of shared work, each keyed by what decides its value:
   Tempo's per-segment Yes/No logits (CPU float32), through :class:`RelevanceHooks`;
 * ``COMPRESSIONS`` (the ``TOKENS`` key, method, its options, budget, seed) → the ``CompressionResult`` of a
   method whose compression does not depend on the question (``question_conditioned`` False: Espresso,
-  uniform, pool), its tensors on the CPU; a follow-up question reuses it instead of compressing again.
+  uniform, pool), its tensors on the CPU; a follow-up question reuses it instead of compressing again;
+* ``PREFIXES``  a prompt prefix's per-layer keys and values (``model_zoo.engine.PrefixKV``: the chat prefix
+  and the visual tokens, everything before the question), through :class:`PrefixCache`: for a Tempo
+  relevance prompt the ``RELEVANCE`` key without the question, for a question-independent method's answer
+  its ``COMPRESSIONS`` key; a follow-up question then runs only its own tokens through the LLM.
 
 Values are CPU data only: a cache never holds GPU memory past a request (on ZeroGPU the GPU is gone when the
 request ends). Sizes are settings (:class:`CacheSettings`, :func:`configure_caches`), never environment
@@ -180,6 +184,10 @@ class CacheSettings:
     tokens_mb: float = 2048
     relevance_mb: float = 16
     compressions_mb: float = 256  # compressed tokens of question-independent methods (at most the budget's)
+    #: Prompt prefixes' keys/values: Qwen3-VL-2B in bf16 holds 112 KiB per token (28 layers x 2 x 8 KV heads
+    #: x 128), so Tempo's prompts for those 1024 frames (~69k tokens) would need ~8 GB: only shorter videos keep them;
+    #: three answers at a 4096-token budget are ~1.4 GB.
+    prefixes_mb: float = 2048
     probes: int = 256  # videos whose probe and fingerprint are remembered (each a few hundred bytes)
 
     def __post_init__(self) -> None:
@@ -195,12 +203,14 @@ FRAMES = ByteLRU(int(_SETTINGS.frames_mb * MB))
 TOKENS = ByteLRU(int(_SETTINGS.tokens_mb * MB))
 RELEVANCE = ByteLRU(int(_SETTINGS.relevance_mb * MB), count_keys=True)
 COMPRESSIONS = ByteLRU(int(_SETTINGS.compressions_mb * MB), count_keys=True)
+PREFIXES = ByteLRU(int(_SETTINGS.prefixes_mb * MB), count_keys=True)
 CACHES: dict[str, ByteLRU] = {
     "probes": PROBES,
     "frames": FRAMES,
     "tokens": TOKENS,
     "relevance": RELEVANCE,
     "compressions": COMPRESSIONS,
+    "prefixes": PREFIXES,
 }
 
 
@@ -221,6 +231,7 @@ def configure_caches(settings: CacheSettings | None = None, **sizes: float) -> C
     TOKENS.resize(int(new.tokens_mb * MB))
     RELEVANCE.resize(int(new.relevance_mb * MB))
     COMPRESSIONS.resize(int(new.compressions_mb * MB))
+    PREFIXES.resize(int(new.prefixes_mb * MB))
     _SETTINGS = new
     return new
 
@@ -250,6 +261,24 @@ def file_identity(path: str | os.PathLike) -> tuple:
     """
     st = os.stat(path)
     return (os.path.realpath(path), st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+
+
+# --- prompt prefixes -------------------------------------------------------------------------------------
+
+
+class PrefixCache:
+    """``PREFIXES`` as the backbone's ``PrefixStore``: an entry is a CPU copy of the ``PrefixKV`` (never GPU
+    memory past a request); the backbone moves what it gets to its device."""
+
+    def __init__(self, cache: ByteLRU = PREFIXES) -> None:
+        self._cache = cache
+
+    def get(self, key: Hashable):
+        return self._cache.get(key)
+
+    def put(self, key: Hashable, value) -> None:
+        if self._cache.max_bytes > 0:  # a cache turned off costs no copy
+            self._cache.put(key, value.to("cpu"))
 
 
 # --- Tempo's relevance scores, cached at the backbone-hooks seam ---------------------------------------------
@@ -291,10 +320,24 @@ class RelevanceHooks:
     ``video_key`` + question + system + user text + words + the groups in batch order, and the value the
     [B, len(words)] float32 CPU tensor the backbone returned (so cached values are bit for bit the computed
     ones). Anything else (other hooks, other calls) goes to the backbone unchanged.
+
+    When the logits are not cached, each prompt's prefix (its system prompt and segments, everything before
+    the question) is looked up in ``prefixes`` under ``video_key`` + system + its groups: a new question
+    about the same video runs only its own tokens over every segment.
     """
 
-    def __init__(self, backbone, video, *, video_key: tuple, question: str, cache: ByteLRU = RELEVANCE):
+    def __init__(
+        self,
+        backbone,
+        video,
+        *,
+        video_key: tuple,
+        question: str,
+        cache: ByteLRU = RELEVANCE,
+        prefixes: PrefixCache | None = None,
+    ):
         self._backbone, self._video, self._cache = backbone, video, cache
+        self._video_key, self._prefixes = video_key, prefixes
         self._key = (*video_key, question)
         self.computed = 0  # calls that reached the backbone
         self.reused = 0  # calls answered from the cache
@@ -312,22 +355,25 @@ class RelevanceHooks:
     def next_token_logits(
         self, prompts: Sequence[Sequence[Any]], *, system: str, user_text: str, words: Sequence[str]
     ) -> torch.Tensor:
-        key = self._call_key(prompts, system, user_text, words)
+        groups = [self._prompt_groups(prompt) for prompt in prompts]
+        key = None if None in groups else (*self._key, system, user_text, tuple(words), tuple(groups))
         cached = None if key is None else self._cache.get(key)
         if cached is not None:
             self.reused += 1
             return cached.clone()
-        logits = self._backbone.next_token_logits(prompts, system=system, user_text=user_text, words=words)
+        reuse = {}
+        if self._prefixes is not None:
+            keys = [None if g is None else (*self._video_key, "prompt prefix", system, g) for g in groups]
+            reuse = {"prefixes": self._prefixes, "prefix_keys": keys}
+        logits = self._backbone.next_token_logits(
+            prompts, system=system, user_text=user_text, words=words, **reuse
+        )
         self.computed += 1
         if key is not None:
             self._cache.put(key, logits.detach().to("cpu", copy=True))
         return logits
 
-    def _call_key(self, prompts, system: str, user_text: str, words: Sequence[str]) -> tuple | None:
-        groups = []
-        for prompt in prompts:
-            keys = tuple(_segment_key(segment, self._video) for segment in prompt)
-            if not keys or any(k is None for k in keys):
-                return None
-            groups.append(keys)
-        return (*self._key, system, user_text, tuple(words), tuple(groups))
+    def _prompt_groups(self, prompt: Sequence[Any]) -> tuple | None:
+        """The prompt as its segments' keys (``_segment_key``), or None when one is not a whole group."""
+        keys = tuple(_segment_key(segment, self._video) for segment in prompt)
+        return None if not keys or None in keys else keys

@@ -42,6 +42,9 @@ TOKEN_CACHE = cache.TOKENS
 RELEVANCE_CACHE = cache.RELEVANCE
 #: Compressions of question-independent methods (``question_conditioned`` False), for follow-up questions.
 COMPRESSION_CACHE = cache.COMPRESSIONS
+#: Prompt prefixes (keys/values of everything before the question): Tempo's relevance prompts and the
+#: answers of question-independent methods, so a follow-up question runs only its own tokens.
+PREFIX_STORE = cache.PrefixCache(cache.PREFIXES)
 
 
 class QuestionError(ValueError):
@@ -251,7 +254,7 @@ def run_methods(prepared: PreparedVideo, question: str, settings: Settings) -> I
     video, fresh = _encode(backbone, prepared, key)
     yield Encoded({"encode": time.perf_counter() - t0}, (key, fresh) if fresh is not None else None)
     # Tempo's relevance scores depend on the question, not on the budget: a re-run reuses them.
-    hooks = cache.RelevanceHooks(backbone, video, video_key=key, question=question)
+    hooks = cache.RelevanceHooks(backbone, video, video_key=key, question=question, prefixes=PREFIX_STORE)
     spans = prepared.spans
     columns = _ColumnOrder(settings.methods)
     ours = [m for m in settings.methods if m not in OFFICIAL]
@@ -326,6 +329,17 @@ class _Compressed:
     report: MethodReport
     result: object  # compressors.base.CompressionResult
     memory: dict  # measured over the compression
+    key: tuple | None = None  # what decides the compression when the question does not (``_compress_cached``)
+
+    def request(self, question: str, settings: Settings) -> GenerationRequest:
+        """The answer's request; a question-independent compression's prompt prefix is kept under its key."""
+        return GenerationRequest(
+            question,
+            self.result.segments,
+            keep=self.result.keep,
+            max_new_tokens=settings.max_new_tokens,
+            prefix_key=None if self.key is None else ("answer prompt prefix", *self.key),
+        )
 
 
 def _compress_one(
@@ -339,8 +353,9 @@ def _compress_one(
         report.label = compressor.label
         torch.manual_seed(settings.seed)
         t0 = time.perf_counter()
-        key = _video_key(backbone, prepared, settings)
-        result = _compress_cached(compressor, video, spans, question, settings, hooks, key)
+        result, key = _compress_cached(
+            compressor, video, spans, question, settings, hooks, _video_key(backbone, prepared, settings)
+        )
         report.timings["compress"] = time.perf_counter() - t0
         _account(report, result, prepared, spans)
         if not result.segments:
@@ -352,11 +367,12 @@ def _compress_one(
             free_memory()  # outside the except: the traceback, and the memory it held, are gone
         report.memory = memory.stop()
         return report
-    return _Compressed(report, result, memory.stop())
+    return _Compressed(report, result, memory.stop(), key)
 
 
 def _compress_cached(compressor, video, spans, question, settings, hooks, video_key: tuple):
-    """``compressor.compress``, reused across questions when the method ignores the question.
+    """``compressor.compress`` and the key that decides it when the method ignores the question (else None);
+    the result is reused across questions from ``COMPRESSION_CACHE`` under that key.
 
     Key: the video key (``_video_key``, what decides the tokens and the spans), the method, its options, the
     budget and the seed. The cache keeps a CPU copy (never GPU memory past a request); a result with a
@@ -368,12 +384,12 @@ def _compress_cached(compressor, video, spans, question, settings, hooks, video_
         key = (*video_key, compressor.name, options, settings.budget, settings.seed)
         cached = COMPRESSION_CACHE.get(key)
         if cached is not None:
-            return _move_result(cached, video.embeds.device)
+            return _move_result(cached, video.embeds.device), key
     with torch.inference_mode():
         result = compressor.compress(video, spans, question, budget=settings.budget, hooks=hooks)
     if key is not None and result.keep is None:
         COMPRESSION_CACHE.put(key, _move_result(result, "cpu"))
-    return result
+    return result, key
 
 
 def _move_result(result, device):
@@ -435,13 +451,8 @@ def _decode_together(backbone, compressed, question, settings, prepared, pending
     leaves ``pending``) as soon as its answer ends. Its ``answer`` time is its own prefill plus the wall
     time of the batched steps it took part in, shared with the others (``answer_batched``)."""
     memory = _MemoryMeter(backbone.device)
-    requests = [
-        GenerationRequest(
-            question, item.result.segments, keep=item.result.keep, max_new_tokens=settings.max_new_tokens
-        )
-        for item in compressed
-    ]
-    batch = backbone.generate_many(requests)
+    requests = [item.request(question, settings) for item in compressed]
+    batch = backbone.generate_many(requests, prefixes=PREFIX_STORE)
     shown = [""] * len(compressed)
     for index, delta in batch:
         item = compressed[index]
@@ -476,8 +487,14 @@ def _answer_alone(backbone, item: _Compressed, question, settings, prepared) -> 
     memory = _MemoryMeter(backbone.device)
     shown = ""
     try:
+        request = item.request(question, settings)
         generation = backbone.generate(
-            question, item.result.segments, keep=item.result.keep, max_new_tokens=settings.max_new_tokens
+            question,
+            request.segments,
+            keep=request.keep,
+            max_new_tokens=request.max_new_tokens,
+            prefix_key=request.prefix_key,
+            prefixes=PREFIX_STORE,
         )
         for delta in generation:
             shown += delta

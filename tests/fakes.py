@@ -103,6 +103,7 @@ class FakeHooks:
         system: str,
         user_text: str,
         words: Sequence[str],
+        **reuse,  # prefixes / prefix_keys: nothing to reuse in a fake
     ) -> torch.Tensor:
         groups = [self.groups_of(p) for p in prompts]
         details = {"groups": groups, "system": system, "user_text": user_text, "words": list(words)}

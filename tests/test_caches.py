@@ -239,7 +239,7 @@ class _FakeBackbone:
     def __init__(self):
         self.calls = 0
 
-    def next_token_logits(self, prompts, *, system, user_text, words):
+    def next_token_logits(self, prompts, *, system, user_text, words, **reuse):
         self.calls += 1
         return torch.as_tensor(
             np.random.default_rng(self.calls).normal(size=(len(prompts), len(words)))

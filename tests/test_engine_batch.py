@@ -236,7 +236,7 @@ def test_attention_without_an_additive_mask_is_refused(sdpa):
     model = copy.deepcopy(sdpa.model)
     eng.text_model(model).config._attn_implementation = "flash_attention_2"
     with pytest.raises(EngineError, match="eager and sdpa"):
-        eng.check_batch_attention(model)
+        eng.check_mask_attention(model, "batched decoding")
 
 
 # ---------------------------------------------------------------------------------------------- pipeline
@@ -258,9 +258,9 @@ def test_the_pipeline_answers_every_method_in_one_batch_as_each_would_alone(clip
     calls = []
     real = Qwen3VLBackbone.generate_many
 
-    def spy(self, requests):
+    def spy(self, requests, **kwargs):
         calls.append(len(requests))
-        return real(self, requests)
+        return real(self, requests, **kwargs)
 
     monkeypatch.setattr(Qwen3VLBackbone, "generate_many", spy)
     events, batched = _finished(clip)
@@ -273,7 +273,7 @@ def test_the_pipeline_answers_every_method_in_one_batch_as_each_would_alone(clip
         assert r.error is None and r.timings["answer_batched"] is True
         assert r.timings["answer"] == pytest.approx(r.timings["prefill"] + r.timings["decode"])
 
-    def refuse(self, requests):
+    def refuse(self, requests, **kwargs):
         raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
 
     monkeypatch.setattr(Qwen3VLBackbone, "generate_many", refuse)
