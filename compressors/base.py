@@ -63,12 +63,17 @@ class VisualSegment:
     ``positions`` are *local* (t, h, w) integers >= 0 inside the block; the engine offsets the block like
     Qwen3-VL offsets one image: token (t, h, w) of a block starting at text position p sits at
     (p + t, p + h, p + w), and the text after the block continues at p + max(positions) + 1.
+
+    ``source``, when not None, says what the tensors are a deterministic function of within their encoded
+    video, e.g. ``("tome", group, tokens)``: caches may then key the segment by it instead of its values
+    (``pipeline.cache``). Leave it None unless the same source always gives the same tensors.
     """
 
     text: str | None  # e.g. "<12.5 seconds>", placed before the block; None for no text
     embeds: torch.Tensor  # [K, D]
     positions: torch.Tensor  # [K, 3] long, local (t, h, w)
     deepstack: list[torch.Tensor] = field(default_factory=list)  # L x [K, D]
+    source: tuple | None = None
 
     def __post_init__(self) -> None:
         k = self.embeds.shape[0]

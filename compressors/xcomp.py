@@ -156,7 +156,8 @@ def select_clips(
 
 
 def merge_group(video: EncodedVideo, g: int, keep: int) -> VisualSegment:
-    """Group ``g`` merged to ``keep`` tokens (ToMe), DeepStack alike, positions of the destinations."""
+    """Group ``g`` merged to ``keep`` tokens (ToMe, deterministic: its ``source`` says so), DeepStack alike,
+    positions of the destinations."""
     m = merge_tracked(video.embeds[g], keep)
     h, w = video.grid
     return VisualSegment(
@@ -164,6 +165,7 @@ def merge_group(video: EncodedVideo, g: int, keep: int) -> VisualSegment:
         embeds=m.embeds,
         positions=grid_positions(h, w)[m.destinations.cpu()],
         deepstack=[merge_like(level[g], m.assignment) for level in video.deepstack],
+        source=("tome", g, keep),
     )
 
 

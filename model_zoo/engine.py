@@ -339,18 +339,28 @@ def rows_state(
 
 @torch.inference_mode()
 def run_prefixes(
-    model, layouts: Sequence[PromptLayout], *, pad_id: int, keep: KeepRule | None = None
+    model,
+    layouts: Sequence[PromptLayout],
+    *,
+    pad_id: int,
+    keep: KeepRule | None = None,
+    depth: int | None = None,
 ) -> list[PrefixKV]:
-    """Each layout's prefix (``prefix_length``) through every layer, the prefixes as one right-padded batch.
+    """Each layout's prefix (``prefix_length``) through the first ``depth`` layers (default: all), the
+    prefixes as one right-padded batch. A shallower prefix serves the attention probe (``query_attention``).
 
     ``keep`` (a batch of one only) may drop visual tokens after any layer, exactly as in ``prefill``.
     """
     if keep is not None and len(layouts) != 1:
         raise EngineError("a keep rule applies to one prompt at a time")
+    total = len(text_model(model).layers)
+    depth = total if depth is None else depth
+    if not 1 <= depth <= total:
+        raise EngineError(f"a prefix runs 1 to {total} layers, got {depth}")
     lengths = [prefix_length(x) for x in layouts]
     state, deepstack = rows_state(model, layouts, [(0, n) for n in lengths], pad_id=pad_id)
-    cache = LayerKV(len(text_model(model).layers))
-    _, seen = run_layers(model, state, range(len(cache.keys)), cache=cache, deepstack=deepstack, keep=keep)
+    cache = LayerKV(depth)
+    _, seen = run_layers(model, state, range(depth), cache=cache, deepstack=deepstack, keep=keep)
     if len(layouts) == 1:
         return [PrefixKV(lengths[0], cache.keys, cache.values, seen)]
     # No keep rule in a batch: every layer holds row b's first ``n`` keys (a copy each, so that keeping one
@@ -383,28 +393,43 @@ def extend_masks(prefixes: Sequence[PrefixKV], rows: int, like: torch.Tensor) ->
 
 
 def _extend(
-    model, layouts: Sequence[PromptLayout], prefixes: Sequence[PrefixKV], *, pad_id: int
-) -> tuple[torch.Tensor, LayerKV]:
-    """Run each layout's rows after its prefix over the prefix's keys, as one batch: the last real row's
-    logits [B, V] and the cache (per layer: the right-padded prefixes, then the new rows)."""
+    model,
+    layouts: Sequence[PromptLayout],
+    prefixes: Sequence[PrefixKV],
+    *,
+    pad_id: int,
+    probe: Callable[[int, SequenceState], None] | None = None,
+) -> tuple[SequenceState, LayerKV, list[tuple[int, int]]]:
+    """Run each layout's rows after its prefix over the prefix's keys, as one batch, through as many layers
+    as the prefixes hold: the state after them, the cache (per layer: the right-padded prefixes, then the
+    new rows) and each layout's [start, end) rows that ran."""
     check_mask_attention(model, "reusing a prompt prefix")
+    depth = len(prefixes[0].keys)
     for x, prefix in zip(layouts, prefixes, strict=True):
-        if prefix.length != prefix_length(x) or len(prefix.keys) != len(text_model(model).layers):
+        if prefix.length != prefix_length(x) or len(prefix.keys) != depth:
             raise EngineError(
                 f"the cached prefix ({prefix.length} rows, {len(prefix.keys)} layers) does not fit this "
-                f"prompt ({prefix_length(x)} rows before the question)"
+                f"prompt ({prefix_length(x)} rows before the question, {depth} layers)"
             )
     spans = [(p.length, x.input_ids.numel()) for x, p in zip(layouts, prefixes, strict=True)]
     state, _ = rows_state(model, layouts, spans, pad_id=pad_id)
-    cache = LayerKV(len(prefixes[0].keys))
-    for layer in range(len(cache.keys)):
+    cache = LayerKV(depth)
+    for layer in range(depth):
         keys = [p.keys[layer].to(state.hidden.device) for p in prefixes]
         values = [p.values[layer].to(state.hidden.device) for p in prefixes]
         width = max(k.shape[-2] for k in keys)
         cache.keys[layer] = keys[0] if len(keys) == 1 else right_padded(keys, width)
         cache.values[layer] = values[0] if len(values) == 1 else right_padded(values, width)
     masks = extend_masks(prefixes, state.hidden.shape[1], state.hidden)
-    state, _ = run_layers(model, state, range(len(cache.keys)), cache=cache, masks=masks)
+    state, _ = run_layers(model, state, range(depth), cache=cache, masks=masks, probe=probe)
+    return state, cache, spans
+
+
+def _last_logits(model, layouts, prefixes, *, pad_id: int) -> tuple[torch.Tensor, LayerKV]:
+    """Logits [B, V] at each layout's last row after its full-depth prefix, and the cache (``_extend``)."""
+    if any(len(p.keys) != len(text_model(model).layers) for p in prefixes):
+        raise EngineError("logits need prefixes through every layer")
+    state, cache, spans = _extend(model, layouts, prefixes, pad_id=pad_id)
     last = torch.tensor([end - start - 1 for start, end in spans], device=state.hidden.device)
     rows = torch.arange(len(layouts), device=state.hidden.device)
     return final_logits(model, state.hidden[rows, last]), cache
@@ -414,7 +439,7 @@ def _extend(
 def prefill_after(model, layout: PromptLayout, prefix: PrefixKV, *, pad_id: int) -> PrefillResult:
     """``prefill`` of ``layout`` from its cached ``prefix``: only the rows after it run (the same arithmetic as
     a prefill that ran ``run_prefixes`` first, so a reused prefix answers bit for bit as a fresh one)."""
-    logits, cache = _extend(model, [layout], [prefix], pad_id=pad_id)
+    logits, cache = _last_logits(model, [layout], [prefix], pad_id=pad_id)
     return PrefillResult(logits=logits[0], cache=cache, per_layer_visual=list(prefix.per_layer_visual))
 
 
@@ -423,7 +448,7 @@ def extend_last_logits(
     model, layouts: Sequence[PromptLayout], prefixes: Sequence[PrefixKV], *, pad_id: int
 ) -> torch.Tensor:
     """Logits [B, V] at each prompt's last row, only the rows after each cached prefix running, as one batch."""
-    return _extend(model, layouts, prefixes, pad_id=pad_id)[0]
+    return _last_logits(model, layouts, prefixes, pad_id=pad_id)[0]
 
 
 def greedy_tokens(
@@ -776,12 +801,15 @@ def rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tenso
     return x * cos + rotate_half(x) * sin
 
 
-def row_attention(layer, state: SequenceState, rows: torch.Tensor) -> torch.Tensor:
-    """softmax(QK^T / sqrt(d)) of query ``rows`` at ``layer``'s input, causal: [H, R, L] float32.
+def row_attention(
+    layer, state: SequenceState, rows: torch.Tensor, past: torch.Tensor | None = None
+) -> torch.Tensor:
+    """softmax(QK^T / sqrt(d)) of query ``rows`` at ``layer``'s input, causal: [H, R, P + L] float32.
 
     Computed from the layer's own projections (input norm, q/k proj, q_norm/k_norm, rotary), keys expanded
     for grouped-query attention as ``repeat_kv`` does (query head h reads key head h // groups). Only the
-    R requested rows are materialised, never L x L.
+    R requested rows are materialised, never L x L. ``past`` [1, H_kv, P, d]: the layer's cached keys of P
+    earlier tokens (a ``PrefixKV``), which every row sees before the state's own L tokens.
     """
     attn = layer.self_attn
     x = layer.input_layernorm(state.hidden)  # [1, L, D]
@@ -789,9 +817,13 @@ def row_attention(layer, state: SequenceState, rows: torch.Tensor) -> torch.Tens
     q = attn.q_norm(attn.q_proj(x[:, rows]).view(1, rows.numel(), -1, d)).transpose(1, 2)
     k = attn.k_norm(attn.k_proj(x).view(1, x.shape[1], -1, d)).transpose(1, 2)
     q = rotary(q, state.cos[:, rows], state.sin[:, rows])
-    k = rotary(k, state.cos, state.sin).repeat_interleave(attn.num_key_value_groups, dim=1)
-    scores = torch.matmul(q.float(), k.float().transpose(-1, -2))[0] * attn.scaling  # [H, R, L]
-    future = torch.arange(x.shape[1], device=rows.device)[None, :] > rows[:, None]
+    k = rotary(k, state.cos, state.sin)
+    before = 0 if past is None else past.shape[-2]
+    if past is not None:
+        k = torch.cat([past.to(k.dtype), k], dim=-2)
+    k = k.repeat_interleave(attn.num_key_value_groups, dim=1)
+    scores = torch.matmul(q.float(), k.float().transpose(-1, -2))[0] * attn.scaling  # [H, R, P + L]
+    future = torch.arange(k.shape[-2], device=rows.device)[None, :] > rows[:, None] + before
     return torch.softmax(scores.masked_fill(future, float("-inf")), dim=-1)
 
 
@@ -804,31 +836,43 @@ def query_attention(
     columns: Sequence[torch.Tensor],
     layers: Sequence[int],
     reduce: str = "mean",
+    prefix: PrefixKV | None = None,
 ) -> torch.Tensor:
     """Attention from query ``rows`` to each column set, at each of ``layers``: [len(layers), len(columns)].
 
     Per layer: attention probabilities of the rows (``row_attention``), averaged over heads; per column set,
     the rows' attention mass on it ("sum") or its mean per column ("mean"); then averaged over the rows.
     Only layers up to max(layers) run. Follows XComp's QC-Comp scoring (arXiv 2604.14149), whose windows
-    are fresh sequences with their own local positions (the layout's).
+    are fresh sequences with their own local positions (the layout's). With ``prefix`` (the layout's
+    ``PrefixKV``, at least max(layers) + 1 deep, no token dropped) only the rows after it run, and every
+    query row must be among them.
     """
     if reduce not in ("mean", "sum"):
         raise EngineError(f"reduce must be 'mean' or 'sum', got {reduce!r}")
-    num_layers = len(text_model(model).layers)
-    if not layers or any(not 0 <= int(i) < num_layers for i in layers):
-        raise EngineError(f"layers must be 0-based indices in [0, {num_layers}), got {list(layers)}")
+    decoder = text_model(model)
+    if not layers or any(not 0 <= int(i) < len(decoder.layers) for i in layers):
+        raise EngineError(f"layers must be 0-based indices in [0, {len(decoder.layers)}), got {list(layers)}")
     rows = rows.to(model.device)
     wanted = {int(i) for i in layers}
     found: dict[int, torch.Tensor] = {}
+    start = 0 if prefix is None else prefix.length
 
     def probe(idx: int, state: SequenceState) -> None:
         if idx in wanted:
-            per_column = row_attention(text_model(model).layers[idx], state, rows).mean(0)  # [R, L]
+            past = None if prefix is None else prefix.keys[idx].to(state.hidden.device)
+            per_column = row_attention(decoder.layers[idx], state, rows - start, past).mean(0)  # [R, L]
             found[idx] = torch.stack([column_score(per_column, c, reduce) for c in columns])
 
-    run_layers(
-        model, layout_state(model, layout), range(max(wanted) + 1), deepstack=layout.deepstack, probe=probe
-    )
+    if prefix is None:
+        state = layout_state(model, layout)
+        run_layers(model, state, range(max(wanted) + 1), deepstack=layout.deepstack, probe=probe)
+        return torch.stack([found[int(i)] for i in layers]).cpu()
+    if len(prefix.keys) <= max(wanted) or any(n != prefix.length for n in prefix.lengths()):
+        raise EngineError(f"the prefix must hold all its {prefix.length} rows in layers 0..{max(wanted)}")
+    if int(rows.min()) < start:
+        raise EngineError(f"query rows must come after the {start}-row prefix")
+    # One prompt: no right padding, so the pad id is never used.
+    _extend(model, [layout], [prefix], pad_id=0, probe=probe)
     return torch.stack([found[int(i)] for i in layers]).cpu()
 
 

@@ -18,6 +18,7 @@ exactly the stock rule (t = p, rows p.., cols p.., next text at p + max(h, w)).
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -127,9 +128,24 @@ class _LayoutBuilder:
         return torch.cat(self.ids), torch.cat(self.positions, dim=1), torch.cat(self.visual)
 
 
+#: Per tokenizer, the ids of texts already encoded: a prompt repeats the same chat pieces and timestamps
+#: ("<12.5 seconds>") in every request, and a tokenizer call costs far more than a lookup.
+_ENCODED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+_ENCODED_PER_TOKENIZER = 8192
+
+
 def encode_text(tokenizer, text: str) -> list[int]:
     """Token ids of ``text`` without BOS/EOS (Qwen adds none; special-token strings become their ids)."""
-    return list(tokenizer(text, add_special_tokens=False)["input_ids"]) if text else []
+    if not text:
+        return []
+    known = _ENCODED.setdefault(tokenizer, {})
+    ids = known.get(text)
+    if ids is None:
+        ids = tuple(tokenizer(text, add_special_tokens=False)["input_ids"])
+        if len(known) >= _ENCODED_PER_TOKENIZER:  # bounded: start again rather than grow
+            known.clear()
+        known[text] = ids
+    return list(ids)
 
 
 def check_segments(segments: Sequence[VisualSegmentLike], *, hidden: int, levels: int) -> None:

@@ -478,16 +478,18 @@ class Qwen3VLBackbone:
         store: PrefixStore | None,
         *,
         keep: KeepRule | None = None,
+        depth: int | None = None,
     ) -> tuple[list[engine.PrefixKV], list[bool]]:
         """Each layout's prompt prefix on the model's device, from ``store`` under its key when there, else
-        computed (those missing run as one batch) and put there under its key; and whether each was found.
-        A key of None is neither looked up nor stored."""
+        computed (those missing run as one batch; through ``depth`` layers, default all) and put there under
+        its key; and whether each was found. A key of None is neither looked up nor stored; a key must
+        decide the depth too."""
         prefixes = [None if store is None or key is None else store.get(key) for key in keys]
         reused = [prefix is not None for prefix in prefixes]
         missing = [i for i, prefix in enumerate(prefixes) if prefix is None]
         if missing:
             computed = engine.run_prefixes(
-                self.model, [layouts[i] for i in missing], pad_id=self.ids.pad, keep=keep
+                self.model, [layouts[i] for i in missing], pad_id=self.ids.pad, keep=keep, depth=depth
             )
             for i, prefix in zip(missing, computed, strict=True):
                 prefixes[i] = prefix
@@ -498,16 +500,28 @@ class Qwen3VLBackbone:
     # ------------------------------------------------------------------ hooks for the compressors
 
     def clip_attention(
-        self, clips: Sequence[Sequence[VisualSegmentLike]], question: str, layers: Sequence[int]
+        self,
+        clips: Sequence[Sequence[VisualSegmentLike]],
+        question: str,
+        layers: Sequence[int],
+        *,
+        prefixes: PrefixStore | None = None,
+        prefix_key: Hashable | None = None,
     ) -> torch.Tensor:
         """[len(layers), len(clips)] float32: attention from the question's tokens to each clip's visual tokens.
 
         One fresh sequence [chat prefix, every clip's segments, question, chat suffix] with its own local
         positions; per layer, softmax(QK^T/sqrt(d)) for the question rows only, averaged over heads, question
-        rows and the clip's tokens (XComp's QC-Comp, arXiv 2604.14149). Works with sdpa models.
+        rows and the clip's tokens (XComp's QC-Comp, arXiv 2604.14149). Works with sdpa models. The part
+        before the question runs first, through layers 0..max(layers) only (from ``prefixes`` under
+        ``prefix_key`` when there), then the question's rows over it.
         """
         if not clips or any(len(clip) == 0 for clip in clips):
             raise engine.EngineError("every clip needs at least one segment")
+        if not layers or any(not 0 <= int(i) < self.num_layers for i in layers):
+            raise engine.EngineError(
+                f"layers must be 0-based indices in [0, {self.num_layers}), got {list(layers)}"
+            )
         layout = self.layout([seg for clip in clips for seg in clip], question)
         bounds = np.cumsum([0, *(len(clip) for clip in clips)])
         columns = [
@@ -516,8 +530,16 @@ class Qwen3VLBackbone:
         start, end = layout.user_span
         if end <= start:
             raise engine.EngineError("the question is empty: no query rows to read attention from")
+        depth = max(int(i) for i in layers) + 1
+        (prefix,), _ = self.prompt_prefixes([layout], [prefix_key], prefixes, depth=depth)
         return engine.query_attention(
-            self.model, layout, rows=torch.arange(start, end), columns=columns, layers=layers, reduce="mean"
+            self.model,
+            layout,
+            rows=torch.arange(start, end),
+            columns=columns,
+            layers=layers,
+            reduce="mean",
+            prefix=prefix,
         ).float()
 
     def word_ids(self, words: Sequence[str]) -> list[int]:

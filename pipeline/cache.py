@@ -7,7 +7,7 @@ Six caches, one per kind of shared work, each keyed by what decides its value:
 * ``FRAMES``    (fingerprint, sampling settings) → the sampled, segmented frames (uint8, CPU);
 * ``TOKENS``    (fingerprint, sampling settings, backbone, dtype) → the encoded visual tokens (CPU copy);
 * ``RELEVANCE`` (fingerprint, sampling settings, backbone, dtype, question, prompt args, which groups) →
-  Tempo's per-segment Yes/No logits (CPU float32), through :class:`RelevanceHooks`;
+  Tempo's per-segment Yes/No logits (CPU float32), through :class:`CachedHooks`;
 * ``COMPRESSIONS`` (the ``TOKENS`` key, method, its options, budget, seed) → the ``CompressionResult`` of a
   method whose compression does not depend on the question (``question_conditioned`` False: Espresso,
   uniform, pool), its tensors on the CPU; a follow-up question reuses it instead of compressing again;
@@ -299,31 +299,38 @@ def _group_of(tensor: torch.Tensor, whole: torch.Tensor) -> int | None:
 
 
 def _segment_key(segment, video) -> tuple | None:
-    """A prompt segment as (text, group, digest of its positions) when it is one whole encoded group of
-    ``video`` (embeds and every DeepStack level views of that group), else None (not cacheable)."""
-    g = _group_of(segment.embeds, video.embeds)
-    if g is None or len(segment.deepstack) != len(video.deepstack):
-        return None
-    if any(_group_of(s, v) != g for s, v in zip(segment.deepstack, video.deepstack, strict=True)):
+    """A prompt segment as (text, origin, digest of its positions), else None (not cacheable). The origin
+    is the group g when the segment is one whole encoded group of ``video`` (embeds and every DeepStack
+    level views of that group), else the segment's declared ``source`` (``VisualSegment.source``)."""
+    origin = _group_of(segment.embeds, video.embeds)
+    whole = origin is not None and len(segment.deepstack) == len(video.deepstack)
+    if whole and any(
+        _group_of(s, v) != origin for s, v in zip(segment.deepstack, video.deepstack, strict=True)
+    ):
+        whole = False
+    origin = origin if whole else getattr(segment, "source", None)
+    if origin is None:
         return None
     positions = segment.positions.detach().cpu().contiguous().numpy().tobytes()
-    return (segment.text, g, hashlib.blake2b(positions, digest_size=8).hexdigest())
+    return (segment.text, origin, hashlib.blake2b(positions, digest_size=8).hexdigest())
 
 
-class RelevanceHooks:
-    """The backbone's hooks with ``next_token_logits`` answered from :data:`RELEVANCE` when it can be.
+class CachedHooks:
+    """The backbone's hooks (``compressors.base.BackboneHooks``) answered from the caches where they can be.
 
-    Tempo (``compressors.tempo.relevance``) asks the backbone for the Yes/No logits of every segment, batched;
-    those depend on the video, its sampling, the backbone, the question and the prompt, not on the budget, so
-    a re-run with another budget or method set reuses them. A call is cached when every segment of every
-    prompt is one whole group of this request's encoded ``video`` (how Tempo builds its prompts); the key is
-    ``video_key`` + question + system + user text + words + the groups in batch order, and the value the
-    [B, len(words)] float32 CPU tensor the backbone returned (so cached values are bit for bit the computed
-    ones). Anything else (other hooks, other calls) goes to the backbone unchanged.
+    Relevance. Tempo (``compressors.tempo.relevance``) asks the backbone for the Yes/No logits of every
+    segment, batched; those depend on the video, its sampling, the backbone, the question and the prompt,
+    not on the budget, so a re-run with another budget or method set reuses them from :data:`RELEVANCE`. A
+    call is cached when every segment of every prompt has a key (``_segment_key``: one whole group of this
+    request's encoded ``video``, how Tempo builds its prompts); the key is ``video_key`` + question + system
+    + user text + words + the segment keys in batch order, and the value the [B, len(words)] float32 CPU
+    tensor the backbone returned (so cached values are bit for bit the computed ones).
 
-    When the logits are not cached, each prompt's prefix (its system prompt and segments, everything before
-    the question) is looked up in ``prefixes`` under ``video_key`` + system + its groups: a new question
-    about the same video runs only its own tokens over every segment.
+    Prompt prefixes. Everything before the question (system prompt, segments) does not depend on it: with
+    ``prefixes``, each relevance prompt's prefix is kept under ``video_key`` + system + its segment keys,
+    and each QC-Comp window's (XComp's ``clip_attention``) under ``video_key`` + the layers + its segment
+    keys (ToMe'd groups, keyed by their ``source``), so a new question about the same video runs only its
+    own tokens. Segments without a key are computed and not kept.
     """
 
     def __init__(
@@ -350,7 +357,11 @@ class RelevanceHooks:
         return self._backbone.num_layers
 
     def clip_attention(self, clips, question, layers) -> torch.Tensor:
-        return self._backbone.clip_attention(clips, question, layers)
+        if self._prefixes is None:
+            return self._backbone.clip_attention(clips, question, layers)
+        groups = self._prompt_groups([segment for clip in clips for segment in clip])
+        key = None if groups is None else (*self._video_key, "clip prefix", tuple(map(int, layers)), groups)
+        return self._backbone.clip_attention(clips, question, layers, prefixes=self._prefixes, prefix_key=key)
 
     def next_token_logits(
         self, prompts: Sequence[Sequence[Any]], *, system: str, user_text: str, words: Sequence[str]

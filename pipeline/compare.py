@@ -38,7 +38,7 @@ PROBE_CACHE = cache.PROBES
 FRAME_CACHE = cache.FRAMES
 #: Encoded visual tokens (CPU), keyed by (fingerprint, sampling settings, backbone, dtype).
 TOKEN_CACHE = cache.TOKENS
-#: Tempo's relevance logits, keyed additionally by the question and the prompt (``cache.RelevanceHooks``).
+#: Tempo's relevance logits, keyed additionally by the question and the prompt (``cache.CachedHooks``).
 RELEVANCE_CACHE = cache.RELEVANCE
 #: Compressions of question-independent methods (``question_conditioned`` False), for follow-up questions.
 COMPRESSION_CACHE = cache.COMPRESSIONS
@@ -254,7 +254,7 @@ def run_methods(prepared: PreparedVideo, question: str, settings: Settings) -> I
     video, fresh = _encode(backbone, prepared, key)
     yield Encoded({"encode": time.perf_counter() - t0}, (key, fresh) if fresh is not None else None)
     # Tempo's relevance scores depend on the question, not on the budget: a re-run reuses them.
-    hooks = cache.RelevanceHooks(backbone, video, video_key=key, question=question, prefixes=PREFIX_STORE)
+    hooks = cache.CachedHooks(backbone, video, video_key=key, question=question, prefixes=PREFIX_STORE)
     spans = prepared.spans
     columns = _ColumnOrder(settings.methods)
     ours = [m for m in settings.methods if m not in OFFICIAL]

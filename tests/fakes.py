@@ -87,7 +87,7 @@ class FakeHooks:
         return [by_text[s.text] for s in segments if s.text in by_text]
 
     def clip_attention(
-        self, clips: Sequence[Sequence[VisualSegment]], question: str, layers: Sequence[int]
+        self, clips: Sequence[Sequence[VisualSegment]], question: str, layers: Sequence[int], **reuse
     ) -> torch.Tensor:
         groups = [self.groups_of(clip) for clip in clips]
         self.calls.append(

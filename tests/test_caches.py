@@ -192,9 +192,7 @@ def test_max_items_bounds_entries_that_hold_no_bytes():
 def test_relevance_hooks_pass_other_segments_through_uncached():
     video = _FakeVideo(torch.randn(4, 3, 2))
     backbone = _FakeBackbone()
-    hooks = cache.RelevanceHooks(
-        backbone, video, video_key=("v",), question="q", cache=cache.ByteLRU(1 << 20)
-    )
+    hooks = cache.CachedHooks(backbone, video, video_key=("v",), question="q", cache=cache.ByteLRU(1 << 20))
     own = [[_Seg(video.embeds[g]) for g in (0, 1)], [_Seg(video.embeds[2])]]
     foreign = [[_Seg(video.embeds[0].clone())]]
     for _ in range(2):
