@@ -57,6 +57,12 @@ class AppSettings:
         "encoded visual tokens kept for follow-ups (MB, 0: off)",
         zero_allowed=True,
     )
+    prefix_cache_mb: float = _setting(
+        float(CacheSettings.prefixes_mb),
+        "--prefix-cache-mb",
+        "prompt prefixes (keys/values before the question) kept for follow-ups (MB, 0: off)",
+        zero_allowed=True,
+    )
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
@@ -86,8 +92,10 @@ class AppSettings:
         )
 
     def cache_settings(self) -> CacheSettings:
-        """The bounds of the pipeline's frame and token caches (CPU memory)."""
-        return CacheSettings(frames_mb=self.frame_cache_mb, tokens_mb=self.token_cache_mb)
+        """The bounds of the pipeline's frame, token and prompt-prefix caches (CPU memory)."""
+        return CacheSettings(
+            frames_mb=self.frame_cache_mb, tokens_mb=self.token_cache_mb, prefixes_mb=self.prefix_cache_mb
+        )
 
     @classmethod
     def add_arguments(cls, parser: argparse.ArgumentParser) -> None:

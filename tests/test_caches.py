@@ -107,15 +107,19 @@ def test_answers_and_accounting_are_identical_with_and_without_the_caches(clips)
     cold = _reproducible(_reports(clips[0]))
     warm = _reproducible(_reports(clips[0]))  # every cache hit: probe, frames, tokens, relevance
     assert cache.cache_stats()["relevance"]["hits"] >= 1
-    cache.configure_caches(frames_mb=0, tokens_mb=0, relevance_mb=0, probes=0)
+    assert cache.cache_stats()["prefixes"]["hits"] >= 1
+    cache.configure_caches(
+        frames_mb=0, tokens_mb=0, relevance_mb=0, compressions_mb=0, prefixes_mb=0, probes=0
+    )
     off = _reproducible(_reports(clips[0]))
-    assert cache.cache_stats()["tokens"]["entries"] == 0
+    assert all(stats["entries"] == 0 for stats in cache.cache_stats().values())
     assert cold == warm == off
 
 
 def test_cached_values_are_cpu_data_only(clips):
     _reports(clips[0])
-    for name in ("frames", "tokens", "relevance"):
+    for name in ("frames", "tokens", "relevance", "compressions", "prefixes"):
+        assert len(cache.CACHES[name]) >= 1, name
         for value, _ in cache.CACHES[name]._items.values():
             tensors = _tensors(value)
             assert all(t.device.type == "cpu" for t in tensors), name
@@ -130,6 +134,55 @@ def _tensors(value) -> list[torch.Tensor]:
     if dataclasses.is_dataclass(value):
         return [t for f in dataclasses.fields(value) for t in _tensors(getattr(value, f.name))]
     return []
+
+
+@pytest.fixture
+def prefix_runs(monkeypatch):
+    """Prompt prefixes the engine computes, per call: [number of prompts]."""
+    from model_zoo import engine
+
+    runs = []
+    real = engine.run_prefixes
+
+    def counting(model, layouts, **kwargs):
+        runs.append(len(layouts))
+        return real(model, layouts, **kwargs)
+
+    monkeypatch.setattr(engine, "run_prefixes", counting)
+    return runs
+
+
+def test_a_follow_up_question_runs_no_prompt_prefix_again(clips, prefix_runs):
+    first = _reports(clips[0], "Where is the ball?")
+    assert first["xcomp"].extra["qc_comp"], "XComp must score its windows here (QC-Comp)"
+    # Tempo's prompts (one per segment), XComp's window, the question-independent methods' answers (the
+    # question-conditioned methods' answers run whole: their visual tokens change with the question).
+    kept = len(first["tempo"].segments) + 1 + len(("espresso", "uniform", "pool"))
+    assert sum(prefix_runs) == len(cache.PREFIXES) == kept
+    prefix_runs.clear()
+    follow_up = _reports(clips[0], "What colour is the square?")
+    assert prefix_runs == [], "every prefix comes from the cache"
+    assert cache.PREFIXES.stats()["hits"] == kept
+    cache.clear_caches()
+    assert _reproducible(_reports(clips[0], "What colour is the square?")) == _reproducible(follow_up)
+
+
+def test_a_new_budget_recomputes_answer_prefixes_but_reuses_relevance_prompts(clips, prefix_runs):
+    tempo_and_pool = dataclasses.replace(SETTINGS, methods=("tempo", "pool"))
+    _reports(clips[0], "Where is the ball?", tempo_and_pool)
+    prefix_runs.clear()
+    _reports(clips[0], "What colour is the square?", dataclasses.replace(tempo_and_pool, budget=40))
+    assert prefix_runs == [1], "Tempo's relevance prompts come from the cache; pool's answer is new"
+
+
+def test_the_prefix_cache_stays_within_its_bound(clips):
+    _reports(clips[0])
+    everything = cache.PREFIXES.size_bytes
+    assert everything > 0
+    cache.clear_caches()
+    cache.configure_caches(prefixes_mb=everything / 3 / cache.MB)
+    _reports(clips[0])
+    assert 0 < cache.PREFIXES.size_bytes <= cache.PREFIXES.max_bytes < everything
 
 
 def test_token_cache_bound_evicts_the_least_recently_used_video(clips):

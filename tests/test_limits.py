@@ -47,6 +47,7 @@ def test_every_limit_is_a_flag_and_the_defaults_need_no_flags(monkeypatch):
         "--max-backbones=2",
         "--frame-cache-mb=100",
         "--token-cache-mb=0",
+        "--prefix-cache-mb=64",
     ]
     _, settings = app.parse_args(flags)
     assert settings == AppSettings(
@@ -62,6 +63,7 @@ def test_every_limit_is_a_flag_and_the_defaults_need_no_flags(monkeypatch):
         max_backbones=2,
         frame_cache_mb=100,
         token_cache_mb=0,
+        prefix_cache_mb=64,
     )
     assert len(flags) == len(dataclasses.fields(AppSettings))
 
