@@ -1,0 +1,570 @@
+"""Prompt-prefix reuse answers exactly like running the whole prompt, and its caches keep what they should.
+
+A prompt is [chat prefix, visual tokens, question, chat suffix]; everything before the question is an
+``engine.PrefixKV`` run once (``run_prefixes``) and extended by each question's own rows (``prefill_after``,
+``extend_last_logits``, masks from ``extend_masks``). The contract checked here, on the tiny model in fp32,
+sdpa and eager: with a prefix store the greedy tokens equal the whole-prompt ones, a reused prefix gives the
+computed one's logits bit for bit, a follow-up question over a cached prefix equals a fresh prompt, keep rules
+survive the split, batches of found and missing prefixes equal each prompt alone, wrong prefixes and layouts are
+refused, and ``pipeline.cache.PrefixCache`` keeps bounded CPU data. Two strict xfails record that
+``next_token_logits`` and ``clip_attention`` no longer run on an attention kernel without additive masks.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+
+import pytest
+import torch
+from transformers.integrations.sdpa_attention import sdpa_attention_forward
+from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
+
+from model_zoo import TINY, EngineError, load_backbone
+from model_zoo import engine as eng
+from model_zoo.qwen3_vl import GenerationRequest
+from pipeline import cache
+from tests.test_engine import CLIPS, QUESTIONS, SYSTEM, WORDS, halve_then_last_five, uncompressed
+
+USER_TEXT = "\nQuery:\nWhere is the ball?"
+
+
+class Store:
+    """A dict-backed ``PrefixStore`` that records every get and put."""
+
+    def __init__(self) -> None:
+        self.entries: dict = {}
+        self.gets: list = []
+        self.puts: list = []
+
+    def get(self, key):
+        self.gets.append(key)
+        return self.entries.get(key)
+
+    def put(self, key, value) -> None:
+        self.puts.append(key)
+        self.entries[key] = value
+
+
+@pytest.fixture(params=["sdpa", "eager"])
+def backbone(request, sdpa, eager):
+    return sdpa if request.param == "sdpa" else eager
+
+
+_SEGMENTS: dict = {}
+
+
+def segments_of(clip, seed: int = 0):
+    """Every group of a clip as its own segment (cached: encoding is the slow part)."""
+    if (clip, seed) not in _SEGMENTS:
+        _SEGMENTS[clip, seed] = uncompressed(load_backbone(TINY, device="cpu"), clip, seed=seed)[1]
+    return _SEGMENTS[clip, seed]
+
+
+@pytest.fixture
+def logits_path(monkeypatch):
+    """Every logits vector the single-request path produces, in order: the prefill's, then each decode step's."""
+    seen: list[torch.Tensor] = []
+    real_after, real_prefill, real_step = eng.prefill_after, eng.prefill, eng.decode_step
+
+    def recorded(fn, pick):
+        def wrapper(*args, **kwargs):
+            out = fn(*args, **kwargs)
+            seen.append(pick(out).clone())
+            return out
+
+        return wrapper
+
+    monkeypatch.setattr(eng, "prefill_after", recorded(real_after, lambda r: r.logits))
+    monkeypatch.setattr(eng, "prefill", recorded(real_prefill, lambda r: r.logits))
+    monkeypatch.setattr(eng, "decode_step", recorded(real_step, lambda logits: logits))
+    return seen
+
+
+def snapshot(prefix: eng.PrefixKV) -> list[torch.Tensor]:
+    return [t.clone() for t in (*prefix.keys, *prefix.values)]
+
+
+def same_stats(a: dict, b: dict) -> None:
+    for key in ("visual_tokens", "prompt_tokens", "per_layer_visual", "kv_lengths", "new_tokens"):
+        assert a[key] == b[key], key
+
+
+# ---------------------------------------------------------------------------------------------- generate
+
+
+@pytest.mark.parametrize("clip", CLIPS)
+def test_a_prefix_store_answers_like_the_whole_prompt_and_a_reused_prefix_bit_for_bit(
+    backbone, clip, logits_path
+):
+    segments = segments_of(clip)
+    whole = backbone.generate(QUESTIONS[0], segments, max_new_tokens=24)
+    assert whole.token_ids and whole.stats["prefix_reused"] is None
+    logits_path.clear()
+    store = Store()
+    first = backbone.generate(QUESTIONS[0], segments, max_new_tokens=24, prefix_key="video", prefixes=store)
+    assert first.token_ids == whole.token_ids
+    assert first.stats["prefix_reused"] is False and store.puts == ["video"]
+    same_stats(first.stats, whole.stats)
+    first_path = list(logits_path)
+    assert len(first_path) == len(first.token_ids)  # prefill_after, then one decode step per fed token
+    kept = snapshot(store.entries["video"])
+
+    logits_path.clear()
+    second = backbone.generate(QUESTIONS[0], segments, max_new_tokens=24, prefix_key="video", prefixes=store)
+    assert second.token_ids == first.token_ids
+    assert second.stats["prefix_reused"] is True and store.puts == ["video"], "found: not stored again"
+    same_stats(second.stats, first.stats)
+    assert len(logits_path) == len(first_path)
+    for a, b in zip(first_path, logits_path, strict=True):
+        assert torch.equal(a, b)
+    for a, b in zip(kept, snapshot(store.entries["video"]), strict=True):
+        assert torch.equal(a, b), "extending a prefix never writes into it"
+
+
+def test_a_reused_prefix_runs_no_prefix_rows(sdpa, monkeypatch):
+    calls = []
+    real = eng.run_prefixes
+    monkeypatch.setattr(eng, "run_prefixes", lambda *a, **k: calls.append(1) or real(*a, **k))
+    segments, store = segments_of(CLIPS[1]), Store()
+    for _ in range(3):
+        generation = sdpa.generate(QUESTIONS[0], segments, max_new_tokens=2, prefix_key="k", prefixes=store)
+        assert len(generation.token_ids) == 2
+    assert calls == [1]
+    # a store without a key, or a key without a store, runs the whole prompt and stores nothing
+    for kwargs in ({"prefixes": store}, {"prefix_key": "other"}):
+        generation = sdpa.generate(QUESTIONS[0], segments, max_new_tokens=2, **kwargs)
+        assert generation.stats["prefix_reused"] is None
+    assert calls == [1] and store.puts == ["k"] and None not in store.gets
+
+
+@pytest.mark.parametrize("clip", CLIPS[1:])
+def test_a_follow_up_question_over_a_cached_prefix_equals_a_fresh_prompt(backbone, clip):
+    segments, store = segments_of(clip, seed=1), Store()
+    asked = backbone.generate(QUESTIONS[0], segments, max_new_tokens=16, prefix_key="v", prefixes=store)
+    assert asked.stats["prefix_reused"] is False
+    kept = snapshot(store.entries["v"])
+    for question in (QUESTIONS[1], "Describe the colours."):
+        follow_up = backbone.generate(question, segments, max_new_tokens=16, prefix_key="v", prefixes=store)
+        fresh = backbone.generate(question, segments, max_new_tokens=16)
+        assert follow_up.token_ids == fresh.token_ids
+        assert follow_up.stats["prefix_reused"] is True
+        same_stats(follow_up.stats, fresh.stats)
+        assert follow_up.token_ids != asked.token_ids, "the question's own rows decide the answer"
+    assert store.puts == ["v"]
+    for a, b in zip(kept, snapshot(store.entries["v"]), strict=True):
+        assert torch.equal(a, b)
+
+
+def test_a_keep_rule_survives_the_split_and_a_reused_prefix_keeps_its_drops(backbone):
+    segments, store = segments_of(CLIPS[3]), Store()
+    kwargs = {"keep": halve_then_last_five, "max_new_tokens": 16}
+    whole = backbone.generate(QUESTIONS[0], segments, **kwargs)
+    first = backbone.generate(QUESTIONS[0], segments, prefix_key="kept", prefixes=store, **kwargs)
+    again = backbone.generate(QUESTIONS[1], segments, prefix_key="kept", prefixes=store, **kwargs)
+    assert first.token_ids == whole.token_ids
+    same_stats(first.stats, whole.stats)
+    assert len(set(first.stats["per_layer_visual"])) > 1, "the rule really dropped tokens"
+    assert again.stats["prefix_reused"] is True
+    assert again.token_ids == backbone.generate(QUESTIONS[1], segments, **kwargs).token_ids
+    assert store.entries["kept"].per_layer_visual == whole.stats["per_layer_visual"]
+
+
+def test_batched_requests_share_a_prefix_and_each_answers_as_alone(backbone):
+    segments, other, store = segments_of(CLIPS[2]), segments_of(CLIPS[0]), Store()
+    requests = [
+        GenerationRequest(QUESTIONS[0], segments, max_new_tokens=20, prefix_key="a"),
+        GenerationRequest(QUESTIONS[1], segments, max_new_tokens=12, prefix_key="a"),
+        GenerationRequest(QUESTIONS[1], other, max_new_tokens=16),
+        GenerationRequest(QUESTIONS[0], other, max_new_tokens=16, keep=halve_then_last_five, prefix_key="b"),
+    ]
+    batch = backbone.generate_many(requests, prefixes=store)
+    for request, batched in zip(requests, batch.generations, strict=True):
+        alone = backbone.generate(
+            request.question, request.segments, keep=request.keep, max_new_tokens=request.max_new_tokens
+        )
+        assert batched.token_ids == alone.token_ids
+        same_stats(batched.stats, alone.stats)
+    assert [g.stats["prefix_reused"] for g in batch.generations] == [False, True, None, False]
+    assert store.puts == ["a", "b"]
+
+
+# ---------------------------------------------------------------------------------------------- engine
+
+
+@pytest.mark.parametrize(
+    "keep",
+    [None, halve_then_last_five, lambda layer, alive: torch.zeros(alive.numel(), dtype=torch.bool)],
+    ids=["keep-all", "halve-then-five", "drop-all-after-layer-0"],
+)
+@pytest.mark.parametrize("clip", [CLIPS[0], CLIPS[3]])
+def test_prefill_after_a_prefix_equals_the_whole_prefill(backbone, clip, keep):
+    model = backbone.model
+    layout = backbone.layout(segments_of(clip), QUESTIONS[1], system="Answer briefly.")
+    whole = eng.prefill(model, layout, keep=keep)
+    (prefix,) = eng.run_prefixes(model, [layout], pad_id=backbone.ids.pad, keep=keep)
+    assert prefix.length == eng.prefix_length(layout) == layout.user_span[0]
+    assert prefix.per_layer_visual == whole.per_layer_visual
+    suffix = layout.input_ids.numel() - prefix.length
+    assert prefix.lengths() == [n - suffix for n in whole.cache.lengths()]
+    after = eng.prefill_after(model, layout, prefix, pad_id=backbone.ids.pad)
+    assert after.per_layer_visual == whole.per_layer_visual
+    assert after.cache.lengths() == whole.cache.lengths()
+    torch.testing.assert_close(after.logits, whole.logits)
+    for layer in range(backbone.num_layers):
+        torch.testing.assert_close(after.cache.keys[layer], whole.cache.keys[layer])
+        torch.testing.assert_close(after.cache.values[layer], whole.cache.values[layer])
+    if keep is not None:
+        assert len(set(whole.per_layer_visual)) > 1
+
+
+def test_prefixes_run_as_a_padded_batch_equal_each_run_alone(backbone):
+    model, pad = backbone.model, backbone.ids.pad
+    layouts = [backbone.layout(segments_of(c, seed=i), QUESTIONS[0]) for i, c in enumerate(CLIPS[:3])]
+    together = eng.run_prefixes(model, layouts, pad_id=pad)
+    assert len({p.length for p in together}) == 3, "different lengths: the batch is really padded"
+    for layout, prefix in zip(layouts, together, strict=True):
+        (alone,) = eng.run_prefixes(model, [layout], pad_id=pad)
+        assert prefix.length == alone.length and prefix.lengths() == [alone.length] * backbone.num_layers
+        assert prefix.per_layer_visual == alone.per_layer_visual == [layout.num_visual] * backbone.num_layers
+        for a, b in zip((*prefix.keys, *prefix.values), (*alone.keys, *alone.values), strict=True):
+            assert a.shape[0] == 1
+            assert a.untyped_storage().nbytes() == a.element_size() * a.nelement(), "not a view of the batch"
+            torch.testing.assert_close(a, b)
+        after = eng.prefill_after(model, layout, prefix, pad_id=pad)
+        torch.testing.assert_close(after.logits, eng.prefill(model, layout).logits)
+
+
+def test_extend_last_logits_of_padded_prefixes_equal_each_prompt_alone(backbone):
+    model, pad = backbone.model, backbone.ids.pad
+    layouts = [
+        backbone.layout(segments_of(CLIPS[3]), QUESTIONS[1]),
+        backbone.layout(segments_of(CLIPS[0]), "Why?", system=SYSTEM),
+        backbone.layout(segments_of(CLIPS[1], seed=2), "What colour is the largest object in the scene?"),
+    ]
+    prefixes = [eng.run_prefixes(model, [x], pad_id=pad)[0] for x in layouts]
+    prefixes[1] = eng.run_prefixes(model, [layouts[1]], pad_id=pad, keep=halve_then_last_five)[0]
+    assert len({p.length for p in prefixes}) == 3
+    suffixes = {x.input_ids.numel() - p.length for x, p in zip(layouts, prefixes, strict=True)}
+    assert len(suffixes) == 3, "different numbers of new rows: the new rows are padded too"
+    logits = eng.extend_last_logits(model, layouts, prefixes, pad_id=pad)
+    assert logits.shape == (3, backbone.model.lm_head.out_features)
+    keeps = [None, halve_then_last_five, None]
+    for row, (layout, keep) in enumerate(zip(layouts, keeps, strict=True)):
+        torch.testing.assert_close(logits[row], eng.prefill(model, layout, keep=keep).logits)
+
+
+# ---------------------------------------------------------------------------------------------- next_token_logits
+
+
+def test_next_token_logits_cold_and_warm_are_bitwise_equal_and_each_key_is_stored_once(backbone):
+    prompts = [segments_of(c, seed=i) for i, c in enumerate(CLIPS)]
+    keys = ["p0", None, "p2", "p3"]
+    plain = backbone.next_token_logits(prompts, system=SYSTEM, user_text=USER_TEXT, words=WORDS)
+    store = Store()
+    cold = backbone.next_token_logits(
+        prompts, system=SYSTEM, user_text=USER_TEXT, words=WORDS, prefixes=store, prefix_keys=keys
+    )
+    assert store.puts == ["p0", "p2", "p3"] and set(store.entries) == {"p0", "p2", "p3"}
+    warm = backbone.next_token_logits(
+        prompts, system=SYSTEM, user_text=USER_TEXT, words=WORDS, prefixes=store, prefix_keys=keys
+    )
+    assert store.puts == ["p0", "p2", "p3"], "found prefixes are not stored again, None never"
+    assert None not in store.gets
+    assert cold.shape == (4, len(WORDS)) and cold.dtype == torch.float32
+    assert torch.equal(cold, plain), "an empty store computes exactly what no store computes"
+    for row in (0, 2, 3):
+        assert torch.equal(warm[row], cold[row]), f"found prefix {row}: bit for bit the computed one"
+    # no key: its prefix runs again, now in a batch of one instead of four (fp32 rounding only)
+    torch.testing.assert_close(warm[1], cold[1])
+    for a, b in zip(cold, cold[1:], strict=False):
+        assert not torch.equal(a, b)
+
+
+def test_next_token_logits_mixing_found_and_missing_prefixes_equal_each_prompt_alone(backbone):
+    model = backbone.model
+    prompts = [segments_of(c, seed=i + 3) for i, c in enumerate([CLIPS[2], CLIPS[0], CLIPS[3], CLIPS[1]])]
+    store = Store()
+    # prompts 0 and 2 were seen before (each alone, with another question); 1 and 3 are new, 3 has no key
+    for i in (0, 2):
+        backbone.next_token_logits(
+            [prompts[i]], system=SYSTEM, user_text="Is it red?", words=WORDS, prefixes=store, prefix_keys=[i]
+        )
+    assert store.puts == [0, 2]
+    mixed = backbone.next_token_logits(
+        prompts, system=SYSTEM, user_text=USER_TEXT, words=WORDS, prefixes=store, prefix_keys=[0, 1, 2, None]
+    )
+    assert store.puts == [0, 2, 1]
+    word_ids = backbone.word_ids(WORDS)
+    for i, prompt in enumerate(prompts):
+        layout = backbone.layout(prompt, USER_TEXT, system=SYSTEM)
+        expected = eng.prefill(model, layout).logits[word_ids].float()
+        torch.testing.assert_close(mixed[i], expected)
+
+
+def test_next_token_logits_refuse_a_key_count_that_is_not_the_prompt_count(sdpa):
+    prompts = [segments_of(CLIPS[0]), segments_of(CLIPS[1])]
+    with pytest.raises(EngineError, match="prefix keys"):
+        sdpa.next_token_logits(
+            prompts, system=SYSTEM, user_text=USER_TEXT, words=WORDS, prefixes=Store(), prefix_keys=["a"]
+        )
+
+
+def test_clip_attention_over_a_shallow_cached_prefix_equals_the_whole_sequence(backbone):
+    segments, store = segments_of(CLIPS[3]), Store()
+    clips = [segments[:2], segments[2:3], segments[3:]]
+    cold = backbone.clip_attention(clips, QUESTIONS[0], [0, 2], prefixes=store, prefix_key="qc")
+    assert store.puts == ["qc"] and len(store.entries["qc"].keys) == 3, "only layers 0..max(layers) run"
+    warm = backbone.clip_attention(clips, QUESTIONS[0], [0, 2], prefixes=store, prefix_key="qc")
+    assert torch.equal(warm, cold) and store.puts == ["qc"]
+    for question, scores in ((QUESTIONS[0], cold), (QUESTIONS[1], None)):
+        if scores is None:
+            scores = backbone.clip_attention(clips, question, [0, 2], prefixes=store, prefix_key="qc")
+        layout = backbone.layout(segments, question)
+        columns = [torch.cat(layout.segment_columns[a:b]) for a, b in [(0, 2), (2, 3), (3, 6)]]
+        rows = torch.arange(*layout.user_span)
+        expected = eng.query_attention(backbone.model, layout, rows=rows, columns=columns, layers=[0, 2])
+        torch.testing.assert_close(scores, expected)
+    assert store.puts == ["qc"]
+    # a stored prefix too shallow for the layers asked is refused, not read past its depth
+    with pytest.raises(EngineError, match="prefix"):
+        backbone.clip_attention(clips, QUESTIONS[0], [3], prefixes=store, prefix_key="qc")
+
+
+# ---------------------------------------------------------------------------------------------- masks
+
+
+def zero_prefix(length: int, per_layer: list[int], heads: int = 2, dim: int = 4) -> eng.PrefixKV:
+    keys = [torch.zeros(1, heads, n, dim) for n in per_layer]
+    return eng.PrefixKV(length, keys, [k.clone() for k in keys], list(per_layer))
+
+
+def test_extend_masks_let_each_row_see_its_own_prefix_and_the_new_rows_up_to_itself():
+    prefixes = [zero_prefix(5, [5, 3, 2]), zero_prefix(7, [7, 7, 1])]
+    rows = 4
+    masks = eng.extend_masks(prefixes, rows, torch.zeros(1, dtype=torch.float32))
+    lowest = torch.finfo(torch.float32).min
+    assert len(masks) == 3
+    for layer, mask in enumerate(masks):
+        longest = max(p.lengths()[layer] for p in prefixes)
+        assert mask.shape == (2, 1, rows, longest + rows) and mask.dtype == torch.float32
+        for b, prefix in enumerate(prefixes):
+            own = prefix.lengths()[layer]
+            for i in range(rows):
+                seen = [j < own or longest <= j <= longest + i for j in range(longest + rows)]
+                expected = torch.tensor([0.0 if s else lowest for s in seen])
+                assert torch.equal(mask[b, 0, i], expected), (layer, b, i)
+    half = eng.extend_masks(prefixes[:1], 2, torch.zeros(1, dtype=torch.float16))
+    assert half[0].dtype == torch.float16 and half[0].min() == torch.finfo(torch.float16).min
+    assert torch.equal(
+        half[1][0, 0],
+        torch.tensor([[0.0] * 4 + [torch.finfo(torch.float16).min], [0.0] * 5], dtype=torch.float16),
+    )
+
+
+def test_causal_mask_places_several_queries_after_cached_keys(sdpa, eager):
+    like = torch.zeros(1)
+    assert eng.causal_mask(sdpa.model, 4, 4, like) is None, "empty cache: the kernel's own is_causal"
+    assert (
+        eng.causal_mask(sdpa.model, 1, 9, like) is None and eng.causal_mask(eager.model, 1, 9, like) is None
+    )
+    for model in (sdpa.model, eager.model):
+        mask = eng.causal_mask(model, 3, 7, like)
+        assert mask.shape == (1, 1, 3, 7)
+        visible = mask[0, 0] == 0
+        assert visible.tolist() == [[j <= 4 + i for j in range(7)] for i in range(3)]
+    assert (
+        eng.causal_mask(eager.model, 4, 4, like)[0, 0].eq(0).tolist()
+        == torch.ones(4, 4).tril().bool().tolist()
+    )
+
+
+# ---------------------------------------------------------------------------------------------- errors
+
+
+def test_a_prefix_of_another_prompt_is_refused(sdpa):
+    model, pad = sdpa.model, sdpa.ids.pad
+    short = sdpa.layout(segments_of(CLIPS[0]), QUESTIONS[0])
+    long = sdpa.layout(segments_of(CLIPS[1]), QUESTIONS[0])
+    (prefix,) = eng.run_prefixes(model, [short], pad_id=pad)
+    with pytest.raises(EngineError, match="does not fit"):
+        eng.prefill_after(model, long, prefix, pad_id=pad)
+    with pytest.raises(EngineError, match="does not fit"):
+        eng.extend_last_logits(model, [short, long], [prefix, prefix], pad_id=pad)
+    # a key that names another video's prefix is refused when the prompt runs, not answered wrongly
+    store = Store()
+    store.put("same key", prefix)
+    generation = sdpa.generate(QUESTIONS[0], segments_of(CLIPS[1]), prefix_key="same key", prefixes=store)
+    with pytest.raises(EngineError, match="does not fit"):
+        list(generation)
+
+
+def test_a_layout_whose_question_is_not_after_every_visual_token_has_no_prefix(sdpa):
+    layout = sdpa.layout(segments_of(CLIPS[0]), QUESTIONS[0])
+    first_visual = int(layout.visual_mask.nonzero()[0])
+    assert eng.prefix_length(layout) == layout.user_span[0] > first_visual
+    for span in [(0, 0), (first_visual, first_visual + 2), (first_visual - 1, first_visual)]:
+        with pytest.raises(EngineError, match="prefix"):
+            eng.prefix_length(dataclasses.replace(layout, user_span=span))
+    with pytest.raises(EngineError, match="prefix"):  # nothing after the prefix: no row to run
+        n = layout.input_ids.numel()
+        eng.prefix_length(dataclasses.replace(layout, user_span=(n, n)))
+    with pytest.raises(EngineError, match="prefix"):
+        eng.run_prefixes(sdpa.model, [dataclasses.replace(layout, user_span=(0, 0))], pad_id=sdpa.ids.pad)
+
+
+def test_a_keep_rule_runs_one_prefix_at_a_time(sdpa):
+    layouts = [sdpa.layout(segments_of(c), QUESTIONS[0]) for c in CLIPS[:2]]
+    with pytest.raises(EngineError, match="one prompt at a time"):
+        eng.run_prefixes(sdpa.model, layouts, pad_id=sdpa.ids.pad, keep=halve_then_last_five)
+
+
+def flash_like(module, query, key, value, attention_mask, **kwargs):
+    """Stands in for a flash kernel on the CPU: no additive mask, its own causal alignment."""
+    assert attention_mask is None, "a flash kernel takes no additive 4-D mask"
+    return sdpa_attention_forward(module, query, key, value, None, **kwargs)
+
+
+@pytest.fixture
+def flash(sdpa, monkeypatch):
+    """A copy of the tiny backbone whose text model asks for flash_attention_2 (run by ``flash_like``)."""
+    monkeypatch.setitem(ALL_ATTENTION_FUNCTIONS, "flash_attention_2", flash_like)
+    backbone = copy.copy(sdpa)
+    backbone.model = copy.deepcopy(sdpa.model)
+    eng.text_model(backbone.model).config._attn_implementation = "flash_attention_2"
+    assert not eng.supports_masks(backbone.model) and eng.supports_masks(sdpa.model)
+    return backbone
+
+
+def test_attention_without_an_additive_mask_refuses_prefix_reuse(sdpa, flash):
+    layout = sdpa.layout(segments_of(CLIPS[1]), QUESTIONS[0])
+    (prefix,) = eng.run_prefixes(sdpa.model, [layout], pad_id=sdpa.ids.pad)
+    with pytest.raises(EngineError, match="eager and sdpa"):
+        eng.prefill_after(flash.model, layout, prefix, pad_id=sdpa.ids.pad)
+    with pytest.raises(EngineError, match="eager and sdpa"):
+        eng.extend_last_logits(flash.model, [layout], [prefix], pad_id=sdpa.ids.pad)
+
+
+def test_generate_on_a_kernel_without_masks_ignores_the_store_and_runs_the_whole_prompt(sdpa, flash):
+    segments, store = segments_of(CLIPS[1]), Store()
+    generation = flash.generate(QUESTIONS[0], segments, max_new_tokens=12, prefix_key="k", prefixes=store)
+    assert generation.token_ids == sdpa.generate(QUESTIONS[0], segments, max_new_tokens=12).token_ids
+    assert generation.stats["prefix_reused"] is None
+    assert store.gets == [] and store.puts == []
+
+
+@pytest.mark.xfail(
+    strict=True,
+    raises=EngineError,
+    reason=(
+        "next_token_logits always runs prompt_prefixes + extend_last_logits, even without a store or keys, so "
+        "on a kernel without additive masks (flash_attention_2) it raises 'reusing a prompt prefix supports "
+        "eager and sdpa attention' where the removed batched_last_logits answered; generate falls back to the "
+        "whole prompt in that case (Qwen3VLBackbone._generation checks engine.supports_masks), and the module "
+        "docstring says 'without one [a key] the prompt runs whole, as before'"
+    ),
+)
+def test_next_token_logits_without_keys_still_answer_on_a_kernel_without_masks(sdpa, flash):
+    prompts = [segments_of(CLIPS[0]), segments_of(CLIPS[2])]
+    expected = sdpa.next_token_logits(prompts, system=SYSTEM, user_text=USER_TEXT, words=WORDS)
+    got = flash.next_token_logits(prompts, system=SYSTEM, user_text=USER_TEXT, words=WORDS)
+    torch.testing.assert_close(got, expected)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    raises=EngineError,
+    reason=(
+        "clip_attention always reads the question's attention over a prompt prefix (query_attention(prefix=)), "
+        "so a kernel without additive masks now raises where the whole-sequence probe worked with any "
+        "attention implementation (engine module docstring)"
+    ),
+)
+def test_clip_attention_without_a_key_still_answers_on_a_kernel_without_masks(sdpa, flash):
+    segments = segments_of(CLIPS[3])
+    clips = [segments[:2], segments[2:]]
+    expected = sdpa.clip_attention(clips, QUESTIONS[0], [1, 3])
+    torch.testing.assert_close(flash.clip_attention(clips, QUESTIONS[0], [1, 3]), expected)
+
+
+# ---------------------------------------------------------------------------------------------- PrefixCache
+
+
+def prefix_bytes(prefix: eng.PrefixKV) -> int:
+    return sum(t.element_size() * t.nelement() for t in (*prefix.keys, *prefix.values))
+
+
+def test_the_prefix_cache_keeps_cpu_copies_and_counts_their_bytes(sdpa):
+    layout = sdpa.layout(segments_of(CLIPS[2]), QUESTIONS[0])
+    (prefix,) = eng.run_prefixes(sdpa.model, [layout], pad_id=sdpa.ids.pad, keep=halve_then_last_five)
+    lru = cache.ByteLRU(64 * cache.MB, count_keys=True)
+    store = cache.PrefixCache(lru)
+    key = ("answer prompt prefix", "video", 3, 1.5)
+    store.put(key, prefix)
+    stored = store.get(key)
+    assert isinstance(stored, eng.PrefixKV) and stored.length == prefix.length
+    assert stored.per_layer_visual == prefix.per_layer_visual and stored.lengths() == prefix.lengths()
+    for a, b in zip((*stored.keys, *stored.values), (*prefix.keys, *prefix.values), strict=True):
+        assert a.device.type == "cpu" and torch.equal(a, b)
+    assert lru.stats()["bytes"] == prefix_bytes(prefix) + cache.key_bytes(key)
+    assert lru.stats()["entries"] == 1 and store.get("missing") is None
+    assert cache.key_bytes(key) == len("answer prompt prefix") + len("video") + 8 + 8
+
+
+def test_the_prefix_cache_stores_what_moving_to_the_cpu_gives():
+    moved = zero_prefix(3, [3, 3])
+
+    class Elsewhere:
+        """A prefix on another device: only ``to`` is used."""
+
+        def __init__(self):
+            self.calls = []
+
+        def to(self, device):
+            self.calls.append(str(device))
+            return moved
+
+    value = Elsewhere()
+    lru = cache.ByteLRU(cache.MB, count_keys=True)
+    cache.PrefixCache(lru).put("k", value)
+    assert value.calls == ["cpu"] and lru.get("k") is moved
+    assert lru.stats()["bytes"] == prefix_bytes(moved) + cache.key_bytes("k")
+
+
+def test_the_prefix_cache_evicts_the_least_recently_used_prefix():
+    prefixes = {name: zero_prefix(4, [4, 4]) for name in "abc"}
+    entry = prefix_bytes(prefixes["a"]) + cache.key_bytes("a")
+    lru = cache.ByteLRU(2 * entry, count_keys=True)
+    store = cache.PrefixCache(lru)
+    store.put("a", prefixes["a"])
+    store.put("b", prefixes["b"])
+    assert store.get("a") is not None  # a is now the most recently used
+    store.put("c", prefixes["c"])
+    assert "b" not in lru and "a" in lru and "c" in lru
+    assert lru.stats()["bytes"] == 2 * entry
+    too_big = zero_prefix(40, [40, 40])
+    store.put("big", too_big)
+    assert "big" not in lru and len(lru) == 2, "a prefix larger than the whole cache is not kept"
+
+
+def test_a_prefix_cache_turned_off_stores_nothing_and_copies_nothing(sdpa):
+    class Counted(eng.PrefixKV):
+        moves = 0
+
+        def to(self, device):
+            Counted.moves += 1
+            return super().to(device)
+
+    prefix = zero_prefix(3, [3, 2])
+    counted = Counted(prefix.length, prefix.keys, prefix.values, prefix.per_layer_visual)
+    lru = cache.ByteLRU(0, count_keys=True)
+    store = cache.PrefixCache(lru)
+    store.put("k", counted)
+    assert store.get("k") is None and len(lru) == 0 and lru.stats()["bytes"] == 0
+    assert Counted.moves == 0
+    # the backbone still answers with a store that keeps nothing: the prefix is computed every time
+    segments = segments_of(CLIPS[0])
+    for _ in range(2):
+        generation = sdpa.generate(QUESTIONS[0], segments, max_new_tokens=4, prefix_key="k", prefixes=store)
+        assert generation.stats["prefix_reused"] is False
+    assert generation.token_ids == sdpa.generate(QUESTIONS[0], segments, max_new_tokens=4).token_ids
