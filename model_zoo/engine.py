@@ -425,6 +425,17 @@ def _extend(
     return state, cache, spans
 
 
+@torch.inference_mode()
+def last_logits(model, layouts: Sequence[PromptLayout], *, pad_id: int) -> torch.Tensor:
+    """Logits [B, V] at each whole prompt's last row, the prompts right-padded into one batch (no prefix:
+    any attention kernel, since no mask is needed)."""
+    spans = [(0, x.input_ids.numel()) for x in layouts]
+    state, deepstack = rows_state(model, layouts, spans, pad_id=pad_id)
+    state, _ = run_layers(model, state, range(len(text_model(model).layers)), deepstack=deepstack)
+    last = torch.tensor([end - 1 for _, end in spans], device=state.hidden.device)
+    return final_logits(model, state.hidden[torch.arange(len(layouts), device=last.device), last])
+
+
 def _last_logits(model, layouts, prefixes, *, pad_id: int) -> tuple[torch.Tensor, LayerKV]:
     """Logits [B, V] at each layout's last row after its full-depth prefix, and the cache (``_extend``)."""
     if any(len(p.keys) != len(text_model(model).layers) for p in prefixes):

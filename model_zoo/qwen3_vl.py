@@ -8,10 +8,13 @@ answers several in one batched decode, each exactly as ``generate`` would.
 
 Prompt prefixes. Every prompt is [chat prefix, visual tokens, question, chat suffix]; everything before the
 question is an ``engine.PrefixKV`` that a ``PrefixStore`` (any object with ``get``/``put``) may keep under a
-key the caller chooses. ``generate``/``generate_many`` (``GenerationRequest.prefix_key``) and
-``next_token_logits`` (``prefix_keys``) then run a follow-up question's own rows only. With a key the
-prefix always runs on its own first, so a prompt answers bit for bit the same whether its prefix was found or
-computed; without one the prompt runs whole, as before.
+key the caller chooses. ``generate``/``generate_many`` (``GenerationRequest.prefix_key``),
+``next_token_logits`` (``prefix_keys``) and ``clip_attention`` (``prefix_key``) then run a follow-up
+question's own rows only. With a key, ``generate`` runs the prefix on its own first, so an answer is bit for
+bit the same whether its prefix was found or computed; ``next_token_logits`` and ``clip_attention`` always
+split the prompt that way (computed prefixes run as one batch, so a prefix found in the store is bit for bit
+the one that batch computed, and within fp32 rounding of one computed alone). ``generate`` without a key
+runs the prompt whole; a model whose attention kernel takes no additive mask (flash) reuses nothing.
 """
 
 from __future__ import annotations
@@ -530,8 +533,10 @@ class Qwen3VLBackbone:
         start, end = layout.user_span
         if end <= start:
             raise engine.EngineError("the question is empty: no query rows to read attention from")
-        depth = max(int(i) for i in layers) + 1
-        (prefix,), _ = self.prompt_prefixes([layout], [prefix_key], prefixes, depth=depth)
+        prefix = None
+        if engine.supports_masks(self.model):  # else the whole sequence runs, with any attention kernel
+            depth = max(int(i) for i in layers) + 1
+            (prefix,), _ = self.prompt_prefixes([layout], [prefix_key], prefixes, depth=depth)
         return engine.query_attention(
             self.model,
             layout,
@@ -577,6 +582,9 @@ class Qwen3VLBackbone:
         keys = [None] * len(layouts) if prefix_keys is None else list(prefix_keys)
         if len(keys) != len(layouts):
             raise engine.EngineError(f"{len(keys)} prefix keys for {len(layouts)} prompts")
-        found, _ = self.prompt_prefixes(layouts, keys, prefixes)
-        logits = engine.extend_last_logits(self.model, layouts, found, pad_id=self.ids.pad)
+        if engine.supports_masks(self.model):
+            found, _ = self.prompt_prefixes(layouts, keys, prefixes)
+            logits = engine.extend_last_logits(self.model, layouts, found, pad_id=self.ids.pad)
+        else:  # a kernel without additive masks: the whole prompts, right-padded, nothing reused
+            logits = engine.last_logits(self.model, layouts, pad_id=self.ids.pad)
         return logits[:, word_ids].float().cpu()

@@ -267,8 +267,11 @@ def file_identity(path: str | os.PathLike) -> tuple:
 
 
 class PrefixCache:
-    """``PREFIXES`` as the backbone's ``PrefixStore``: an entry is a CPU copy of the ``PrefixKV`` (never GPU
-    memory past a request); the backbone moves what it gets to its device."""
+    """``PREFIXES`` as the backbone's ``PrefixStore``: an entry holds the ``PrefixKV``'s tensors on the CPU
+    (never GPU memory past a request; on a CPU backbone the computed tensors themselves, which nothing writes
+    in place); the backbone moves what it gets to its device. The engine checks only that a prefix has the
+    prompt's length: keys must carry everything that decides a prefix (``CachedHooks``,
+    ``pipeline.compare._Compressed``)."""
 
     def __init__(self, cache: ByteLRU = PREFIXES) -> None:
         self._cache = cache

@@ -6,8 +6,8 @@ A prompt is [chat prefix, visual tokens, question, chat suffix]; everything befo
 sdpa and eager: with a prefix store the greedy tokens equal the whole-prompt ones, a reused prefix gives the
 computed one's logits bit for bit, a follow-up question over a cached prefix equals a fresh prompt, keep rules
 survive the split, batches of found and missing prefixes equal each prompt alone, wrong prefixes and layouts are
-refused, and ``pipeline.cache.PrefixCache`` keeps bounded CPU data. Two strict xfails record that
-``next_token_logits`` and ``clip_attention`` no longer run on an attention kernel without additive masks.
+refused, and ``pipeline.cache.PrefixCache`` keeps bounded CPU data. On an attention kernel without additive
+masks (flash), ``next_token_logits`` and ``clip_attention`` run the whole prompt, as they did before prefixes.
 """
 
 from __future__ import annotations
@@ -453,17 +453,6 @@ def test_generate_on_a_kernel_without_masks_ignores_the_store_and_runs_the_whole
     assert store.gets == [] and store.puts == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=EngineError,
-    reason=(
-        "next_token_logits always runs prompt_prefixes + extend_last_logits, even without a store or keys, so "
-        "on a kernel without additive masks (flash_attention_2) it raises 'reusing a prompt prefix supports "
-        "eager and sdpa attention' where the removed batched_last_logits answered; generate falls back to the "
-        "whole prompt in that case (Qwen3VLBackbone._generation checks engine.supports_masks), and the module "
-        "docstring says 'without one [a key] the prompt runs whole, as before'"
-    ),
-)
 def test_next_token_logits_without_keys_still_answer_on_a_kernel_without_masks(sdpa, flash):
     prompts = [segments_of(CLIPS[0]), segments_of(CLIPS[2])]
     expected = sdpa.next_token_logits(prompts, system=SYSTEM, user_text=USER_TEXT, words=WORDS)
@@ -471,15 +460,6 @@ def test_next_token_logits_without_keys_still_answer_on_a_kernel_without_masks(s
     torch.testing.assert_close(got, expected)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=EngineError,
-    reason=(
-        "clip_attention always reads the question's attention over a prompt prefix (query_attention(prefix=)), "
-        "so a kernel without additive masks now raises where the whole-sequence probe worked with any "
-        "attention implementation (engine module docstring)"
-    ),
-)
 def test_clip_attention_without_a_key_still_answers_on_a_kernel_without_masks(sdpa, flash):
     segments = segments_of(CLIPS[3])
     clips = [segments[:2], segments[2:]]
