@@ -3,8 +3,9 @@
     python bench/followup.py --json
 
 Each round clears the caches, asks the first question (five methods: probe, decode, encode, compress,
-answer), then a different question on the same video (probe, frames and tokens come from the caches; each
-method compresses for the new question and answers it), then the follow-up question again with another
+answer), then a different question on the same video (probe, frames and tokens come from the caches; the
+question-independent compressions too; XComp's windows, Tempo's relevance prompts and the question-independent
+answers run only the new question's tokens over their cached prompt prefixes), then the follow-up question again with another
 budget (Tempo's relevance scores come from the cache too), then the follow-up question cold (caches cleared
 again) to check that the cached run answers exactly as a cold one. The backbone is loaded and warmed before
 timing; medians over interleaved rounds. Key: ``followup_vs_first_ratio`` (goal <= 0.3).

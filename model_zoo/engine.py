@@ -16,7 +16,11 @@ the decoder layers serves prefill, decode and the attention probe, so that:
   GQA expanded) without materialising an L x L map and with any attention implementation;
 * several prefilled requests can be decoded together (``batched_greedy_tokens``): their per-layer caches
   are merged into right-padded buffers with one additive mask per layer (``BatchKV``), each row keeps its
-  own positions, and each request gets the tokens it gets alone (``tests/test_engine_batch.py``).
+  own positions, and each request gets the tokens it gets alone (``tests/test_engine_batch.py``);
+* a prompt's prefix (everything before the question: chat prefix and visual tokens) can run once
+  (``run_prefixes`` → ``PrefixKV``) and serve any number of questions, each running only its own rows over
+  the cached keys (``prefill_after``, ``extend_last_logits``, ``query_attention(prefix=)``), several
+  prompts at once over right-padded prefixes (``extend_masks``; ``tests/test_prefix.py``).
 
 The model is a parameter (``Qwen3VLForConditionalGeneration``: ``model.model.language_model``,
 ``model.lm_head``); nothing here patches a class.
