@@ -123,7 +123,7 @@ def causal_mask(model, q_len: int, kv_len: int, like: torch.Tensor) -> torch.Ten
 
     A single decode query attends to the whole cache, and a prefill from an empty cache (q == kv) is exactly
     the sdpa / flash kernels' own ``is_causal``; only eager attention, or several queries after cached keys
-    (``extend``: ``is_causal`` would align the triangle top-left), need the explicit mask.
+    (a prompt continued over a cache: ``is_causal`` would align the triangle top-left), need the mask.
     """
     if q_len == 1 or (q_len == kv_len and text_model(model).config._attn_implementation != "eager"):
         return None
@@ -207,7 +207,7 @@ def run_layers(
 
     ``probe(l, state)`` is called with the input of layer l (before it runs); DeepStack level l is added
     after layer l; ``keep`` is asked after layer l (prefill only, batch of one). ``masks[l]``, when given, is
-    layer l's additive attention mask (``extend``: padded prefixes); else ``causal_mask``.
+    layer l's additive attention mask (``extend_masks``: padded prefixes); else ``causal_mask``.
     """
     decoder = text_model(model)
     seen = []
@@ -440,7 +440,7 @@ def last_logits(model, layouts: Sequence[PromptLayout], *, pad_id: int) -> torch
     return final_logits(model, state.hidden[torch.arange(len(layouts), device=last.device), last])
 
 
-def _last_logits(model, layouts, prefixes, *, pad_id: int) -> tuple[torch.Tensor, LayerKV]:
+def _logits_after(model, layouts, prefixes, *, pad_id: int) -> tuple[torch.Tensor, LayerKV]:
     """Logits [B, V] at each layout's last row after its full-depth prefix, and the cache (``_extend``)."""
     if any(len(p.keys) != len(text_model(model).layers) for p in prefixes):
         raise EngineError("logits need prefixes through every layer")
@@ -454,7 +454,7 @@ def _last_logits(model, layouts, prefixes, *, pad_id: int) -> tuple[torch.Tensor
 def prefill_after(model, layout: PromptLayout, prefix: PrefixKV, *, pad_id: int) -> PrefillResult:
     """``prefill`` of ``layout`` from its cached ``prefix``: only the rows after it run (the same arithmetic as
     a prefill that ran ``run_prefixes`` first, so a reused prefix answers bit for bit as a fresh one)."""
-    logits, cache = _last_logits(model, [layout], [prefix], pad_id=pad_id)
+    logits, cache = _logits_after(model, [layout], [prefix], pad_id=pad_id)
     return PrefillResult(logits=logits[0], cache=cache, per_layer_visual=list(prefix.per_layer_visual))
 
 
@@ -463,7 +463,7 @@ def extend_last_logits(
     model, layouts: Sequence[PromptLayout], prefixes: Sequence[PrefixKV], *, pad_id: int
 ) -> torch.Tensor:
     """Logits [B, V] at each prompt's last row, only the rows after each cached prefix running, as one batch."""
-    return _last_logits(model, layouts, prefixes, pad_id=pad_id)[0]
+    return _logits_after(model, layouts, prefixes, pad_id=pad_id)[0]
 
 
 def greedy_tokens(

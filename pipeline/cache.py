@@ -184,9 +184,9 @@ class CacheSettings:
     tokens_mb: float = 2048
     relevance_mb: float = 16
     compressions_mb: float = 256  # compressed tokens of question-independent methods (at most the budget's)
-    #: Prompt prefixes' keys/values: Qwen3-VL-2B in bf16 holds 112 KiB per token (28 layers x 2 x 8 KV heads
-    #: x 128), so Tempo's prompts for those 1024 frames (~69k tokens) would need ~8 GB: only shorter videos keep them;
-    #: three answers at a 4096-token budget are ~1.4 GB.
+    #: Prompt prefixes' keys/values: Qwen3-VL-2B in bf16 holds 112 KiB per token (28 layers x 2 x 8 KV
+    #: heads x 128), so Tempo's prompts for those 1024 frames (~69k tokens) would need ~8 GB and only
+    #: shorter videos keep them; three answers at a 4096-token budget are ~1.4 GB.
     prefixes_mb: float = 2048
     probes: int = 256  # videos whose probe and fingerprint are remembered (each a few hundred bytes)
 
@@ -305,13 +305,13 @@ def _segment_key(segment, video) -> tuple | None:
     """A prompt segment as (text, origin, digest of its positions), else None (not cacheable). The origin
     is the group g when the segment is one whole encoded group of ``video`` (embeds and every DeepStack
     level views of that group), else the segment's declared ``source`` (``VisualSegment.source``)."""
-    origin = _group_of(segment.embeds, video.embeds)
-    whole = origin is not None and len(segment.deepstack) == len(video.deepstack)
-    if whole and any(
-        _group_of(s, v) != origin for s, v in zip(segment.deepstack, video.deepstack, strict=True)
-    ):
-        whole = False
-    origin = origin if whole else getattr(segment, "source", None)
+    g = _group_of(segment.embeds, video.embeds)
+    whole = (
+        g is not None
+        and len(segment.deepstack) == len(video.deepstack)
+        and all(_group_of(s, v) == g for s, v in zip(segment.deepstack, video.deepstack, strict=True))
+    )
+    origin = g if whole else getattr(segment, "source", None)
     if origin is None:
         return None
     positions = segment.positions.detach().cpu().contiguous().numpy().tobytes()
