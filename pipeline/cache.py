@@ -333,7 +333,8 @@ class CachedHooks:
     ``prefixes``, each relevance prompt's prefix is kept under ``video_key`` + system + its segment keys,
     and each QC-Comp window's (XComp's ``clip_attention``) under ``video_key`` + the layers + its segment
     keys (ToMe'd groups, keyed by their ``source``), so a new question about the same video runs only its
-    own tokens. Segments without a key are computed and not kept.
+    own tokens. Segments without a key are computed and not kept. ``computed``, when given, receives
+    ``("relevance", key, value)`` for every score entry this object puts (``pipeline.compare.Computed``).
     """
 
     def __init__(
@@ -345,9 +346,11 @@ class CachedHooks:
         question: str,
         cache: ByteLRU = RELEVANCE,
         prefixes: PrefixCache | None = None,
+        computed: list | None = None,
     ):
         self._backbone, self._video, self._cache = backbone, video, cache
         self._video_key, self._prefixes = video_key, prefixes
+        self._computed = computed  # ("relevance", key, value) appended for every entry put
         self._key = (*video_key, question)
         self.computed = 0  # calls that reached the backbone
         self.reused = 0  # calls answered from the cache
@@ -384,7 +387,10 @@ class CachedHooks:
         )
         self.computed += 1
         if key is not None:
-            self._cache.put(key, logits.detach().to("cpu", copy=True))
+            kept = logits.detach().to("cpu", copy=True)
+            self._cache.put(key, kept)
+            if self._computed is not None:
+                self._computed.append(("relevance", key, kept))
         return logits
 
     def _prompt_groups(self, prompt: Sequence[Any]) -> tuple | None:

@@ -15,7 +15,7 @@ import os
 import shutil
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Hashable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -103,13 +103,24 @@ class Encoded:
 
 
 @dataclass
+class Computed:
+    """The small cache entries this request computed, as (cache name in ``cache.CACHES``, key, CPU value):
+    Tempo's relevance scores and the question-independent compressions. Like ``Encoded.fresh``, they let the
+    caller's process keep them when the GPU work ran in a forked process (ZeroGPU), so that a re-run with
+    another budget, or a follow-up, finds them there. Prompt prefixes stay behind: at real size they are
+    gigabytes of keys, too much to copy back on every request."""
+
+    entries: list[tuple[str, Hashable, object]]
+
+
+@dataclass
 class Finished:
     prepared: PreparedVideo
     reports: dict[str, MethodReport]  # in column order
     shared_timings: dict  # fetch, probe (with fingerprint), decode, encode
 
 
-Event = Progress | Encoded | AnswerDelta | MethodDone | Finished
+Event = Progress | Encoded | AnswerDelta | MethodDone | Computed | Finished
 
 
 # --- shared work ----------------------------------------------------------------------------------------
@@ -254,14 +265,17 @@ def run_methods(prepared: PreparedVideo, question: str, settings: Settings) -> I
     video, fresh = _encode(backbone, prepared, key)
     yield Encoded({"encode": time.perf_counter() - t0}, (key, fresh) if fresh is not None else None)
     # Tempo's relevance scores depend on the question, not on the budget: a re-run reuses them.
-    hooks = cache.CachedHooks(backbone, video, video_key=key, question=question, prefixes=PREFIX_STORE)
+    computed: list[tuple[str, Hashable, object]] = []  # small cache entries to hand back (``Computed``)
+    hooks = cache.CachedHooks(
+        backbone, video, video_key=key, question=question, prefixes=PREFIX_STORE, computed=computed
+    )
     spans = prepared.spans
     columns = _ColumnOrder(settings.methods)
     ours = [m for m in settings.methods if m not in OFFICIAL]
     compressed = []
     for i, method in enumerate(ours):
         yield Progress("compress", 0.2 + 0.3 * i / len(ours), f"{method}: compressing…")
-        item = _compress_one(backbone, hooks, video, spans, prepared, question, settings, method)
+        item = _compress_one(backbone, hooks, video, spans, prepared, question, settings, method, computed)
         if isinstance(item, MethodReport):
             yield from columns.done(item)
         else:
@@ -269,6 +283,8 @@ def run_methods(prepared: PreparedVideo, question: str, settings: Settings) -> I
     if compressed:
         yield Progress("answer", 0.5, f"Answering with {len(compressed)} method(s) at once…")
         yield from _answer_all(backbone, compressed, question, settings, prepared, columns)
+    if computed:
+        yield Computed(computed)
     official = [m for m in settings.methods if m in OFFICIAL]
     for i, method in enumerate(official):
         yield Progress("compress", 0.8 + 0.2 * i / len(official), f"{method}: compressing and answering…")
@@ -343,7 +359,7 @@ class _Compressed:
 
 
 def _compress_one(
-    backbone, hooks, video, spans, prepared, question, settings, method
+    backbone, hooks, video, spans, prepared, question, settings, method, computed
 ) -> _Compressed | MethodReport:
     """Compress with ``method``; a failure becomes the method's report with its error (one sentence)."""
     report = MethodReport(method=method, label=method)
@@ -353,8 +369,9 @@ def _compress_one(
         report.label = compressor.label
         torch.manual_seed(settings.seed)
         t0 = time.perf_counter()
+        video_key = _video_key(backbone, prepared, settings)
         result, key = _compress_cached(
-            compressor, video, spans, question, settings, hooks, _video_key(backbone, prepared, settings)
+            compressor, video, spans, question, settings, hooks, video_key, computed
         )
         report.timings["compress"] = time.perf_counter() - t0
         _account(report, result, prepared, spans)
@@ -370,9 +387,10 @@ def _compress_one(
     return _Compressed(report, result, memory.stop(), key)
 
 
-def _compress_cached(compressor, video, spans, question, settings, hooks, video_key: tuple):
+def _compress_cached(compressor, video, spans, question, settings, hooks, video_key: tuple, computed: list):
     """``compressor.compress`` and the key that decides it when the method ignores the question (else None);
-    the result is reused across questions from ``COMPRESSION_CACHE`` under that key.
+    the result is reused across questions from ``COMPRESSION_CACHE`` under that key (a new entry is also
+    appended to ``computed``, for ``Computed``).
 
     Key: the video key (``_video_key``, what decides the tokens and the spans), the method, its options, the
     budget and the seed. The cache keeps a CPU copy (never GPU memory past a request); a result with a
@@ -388,7 +406,9 @@ def _compress_cached(compressor, video, spans, question, settings, hooks, video_
     with torch.inference_mode():
         result = compressor.compress(video, spans, question, budget=settings.budget, hooks=hooks)
     if key is not None and result.keep is None:
-        COMPRESSION_CACHE.put(key, _move_result(result, "cpu"))
+        kept = _move_result(result, "cpu")
+        COMPRESSION_CACHE.put(key, kept)
+        computed.append(("compressions", key, kept))
     return result, key
 
 
@@ -711,5 +731,9 @@ def _compare(source, question, settings, runner, limits, allow_private, workdir)
             shared.update(event.timings)
             if event.fresh is not None and event.fresh[0] not in TOKEN_CACHE:  # computed in another process
                 TOKEN_CACHE.put(*event.fresh)
+        elif isinstance(event, Computed):
+            for name, key, value in event.entries:
+                if key not in cache.CACHES[name]:  # computed in another process
+                    cache.CACHES[name].put(key, value)
         yield event
     yield Finished(prepared, reports, shared)
