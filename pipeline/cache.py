@@ -318,6 +318,21 @@ def _segment_key(segment, video) -> tuple | None:
     return (segment.text, origin, hashlib.blake2b(positions, digest_size=8).hexdigest())
 
 
+class _FoundCounter:
+    """A ``PrefixStore`` passing through to another, counting the prefixes found in it."""
+
+    def __init__(self, store) -> None:
+        self.store, self.found = store, 0
+
+    def get(self, key: Hashable):
+        value = self.store.get(key)
+        self.found += value is not None
+        return value
+
+    def put(self, key: Hashable, value) -> None:
+        self.store.put(key, value)
+
+
 class CachedHooks:
     """The backbone's hooks (``compressors.base.BackboneHooks``) answered from the caches where they can be.
 
@@ -349,7 +364,8 @@ class CachedHooks:
         computed: list | None = None,
     ):
         self._backbone, self._video, self._cache = backbone, video, cache
-        self._video_key, self._prefixes = video_key, prefixes
+        self._video_key = video_key
+        self._prefixes = None if prefixes is None else _FoundCounter(prefixes)
         self._computed = computed  # ("relevance", key, value) appended for every entry put
         self._key = (*video_key, question)
         self.computed = 0  # calls that reached the backbone
@@ -361,6 +377,10 @@ class CachedHooks:
     @property
     def num_layers(self) -> int:
         return self._backbone.num_layers
+
+    def reuse_counts(self) -> tuple[int, int]:
+        """(relevance calls answered from the cache, prompt prefixes found in the store) so far."""
+        return self.reused, 0 if self._prefixes is None else self._prefixes.found
 
     def clip_attention(self, clips, question, layers) -> torch.Tensor:
         if self._prefixes is None:

@@ -82,7 +82,8 @@ class MethodReport:
     kept: list[int] = field(default_factory=list)  # positions in the sampled frames
     kept_frames: list[dict] = field(default_factory=list)  # {index (source frame), timestamp}
     segments: list[dict] = field(default_factory=list)  # {start, end, score, tokens}
-    timings: dict = field(default_factory=dict)  # seconds: compress, answer, prefill, decode
+    timings: dict = field(default_factory=dict)  # seconds: compress, answer, prefill, decode; "reused": what
+    # came from the caches (compression, relevance scores, prompt prefixes)
     memory: dict = field(default_factory=dict)  # MB
     extra: dict = field(default_factory=dict)
 
@@ -370,10 +371,12 @@ def _compress_one(
         torch.manual_seed(settings.seed)
         t0 = time.perf_counter()
         video_key = _video_key(backbone, prepared, settings)
-        result, key = _compress_cached(
+        before = hooks.reuse_counts()
+        result, key, hit = _compress_cached(
             compressor, video, spans, question, settings, hooks, video_key, computed
         )
         report.timings["compress"] = time.perf_counter() - t0
+        report.timings["reused"] = _reused(hit, before, hooks.reuse_counts())
         _account(report, result, prepared, spans)
         if not result.segments:
             report.error = _too_small(settings.budget, method, result.extra.get("note"))
@@ -387,10 +390,21 @@ def _compress_one(
     return _Compressed(report, result, memory.stop(), key)
 
 
+def _reused(compression: bool, before: tuple[int, int], after: tuple[int, int]) -> list[str]:
+    """What a method's compression took from the caches, for the timings table: the whole compression, or
+    Tempo's relevance scores and the prompt prefixes its scoring found (``CachedHooks.reuse_counts``)."""
+    reused = ["compression"] if compression else []
+    if after[0] > before[0]:
+        reused.append("relevance scores")
+    if (found := after[1] - before[1]) > 0:
+        reused.append(f"{found} scoring prompt prefix{'es' if found > 1 else ''}")
+    return reused
+
+
 def _compress_cached(compressor, video, spans, question, settings, hooks, video_key: tuple, computed: list):
-    """``compressor.compress`` and the key that decides it when the method ignores the question (else None);
-    the result is reused across questions from ``COMPRESSION_CACHE`` under that key (a new entry is also
-    appended to ``computed``, for ``Computed``).
+    """``compressor.compress``, the key that decides it when the method ignores the question (else None), and
+    whether it came from the cache: the result is reused across questions from ``COMPRESSION_CACHE`` under
+    that key (a new entry is also appended to ``computed``, for ``Computed``).
 
     Key: the video key (``_video_key``, what decides the tokens and the spans), the method, its options, the
     budget and the seed. The cache keeps a CPU copy (never GPU memory past a request); a result with a
@@ -402,14 +416,14 @@ def _compress_cached(compressor, video, spans, question, settings, hooks, video_
         key = (*video_key, compressor.name, options, settings.budget, settings.seed)
         cached = COMPRESSION_CACHE.get(key)
         if cached is not None:
-            return _move_result(cached, video.embeds.device), key
+            return _move_result(cached, video.embeds.device), key, True
     with torch.inference_mode():
         result = compressor.compress(video, spans, question, budget=settings.budget, hooks=hooks)
     if key is not None and result.keep is None:
         kept = _move_result(result, "cpu")
         COMPRESSION_CACHE.put(key, kept)
         computed.append(("compressions", key, kept))
-    return result, key
+    return result, key, False
 
 
 def _move_result(result, device):
@@ -495,6 +509,8 @@ def _answered(item: _Compressed, generation, prepared: PreparedVideo, *, batched
         report.answer = generation.text
         stats = generation.stats
         report.timings.update(answer=stats["prefill_s"] + stats["decode_s"], answer_batched=batched)
+        if stats.get("prefix_reused"):
+            report.timings["reused"] = [*report.timings.get("reused", []), "answer prompt prefix"]
         _account_generation(report, item.result, stats, frames=prepared.real_frames)
     except Exception as err:  # e.g. the engine received other tokens than the method reported
         report.error = _one_sentence(err)

@@ -61,7 +61,8 @@ def tokens_frame(reports: Mapping[str, MethodReport]) -> pd.DataFrame:
 
 
 def timings_frame(reports: Mapping[str, MethodReport], shared: Mapping[str, float]) -> pd.DataFrame:
-    """One row per method: shared decode/encode seconds, its own compress/answer seconds, memory."""
+    """One row per method: shared decode/encode seconds, its own compress/answer seconds, what it took from
+    the caches (a follow-up is faster partly because of them), memory."""
     rows = []
     for method, r in reports.items():
         memory = r.memory.get("peak_mb", r.memory.get("rss_mb"))
@@ -72,6 +73,7 @@ def timings_frame(reports: Mapping[str, MethodReport], shared: Mapping[str, floa
                 "encode s": _s(shared.get("encode")),
                 "compress s": _s(r.timings.get("compress")),
                 "answer s": _s(r.timings.get("answer")),
+                "from caches": ", ".join(r.timings.get("reused", [])) or "–",
                 "memory MB": memory,
                 "memory kind": "peak GPU" if "peak_mb" in r.memory else "process RSS",
             }

@@ -167,6 +167,25 @@ def test_a_follow_up_question_runs_no_prompt_prefix_again(clips, prefix_runs):
     assert _reproducible(_reports(clips[0], "What colour is the square?")) == _reproducible(follow_up)
 
 
+def test_each_column_says_what_it_took_from_the_caches(clips):
+    from pipeline.report import timings_frame
+
+    first = _reports(clips[0], "Where is the ball?")
+    assert all(r.timings["reused"] == [] for r in first.values())
+    follow_up = _reports(clips[0], "What colour is the square?")
+    reused = {m: r.timings["reused"] for m, r in follow_up.items()}
+    for method in ("espresso", "uniform", "pool"):
+        assert reused[method] == ["compression", "answer prompt prefix"], method
+    assert reused["xcomp"] == ["1 scoring prompt prefix"]
+    tempo_prompts = len(follow_up["tempo"].segments)
+    assert reused["tempo"] == [f"{tempo_prompts} scoring prompt prefix{'es' if tempo_prompts > 1 else ''}"]
+    rebudget = _reports(clips[0], "What colour is the square?", dataclasses.replace(SETTINGS, budget=40))
+    assert rebudget["tempo"].timings["reused"] == ["relevance scores"]
+    table = timings_frame(follow_up, {})
+    assert list(table["from caches"]) == [", ".join(reused[m]) for m in follow_up]
+    assert list(timings_frame(first, {})["from caches"]) == ["–"] * len(first)
+
+
 def test_a_new_budget_recomputes_answer_prefixes_but_reuses_relevance_prompts(clips, prefix_runs):
     tempo_and_pool = dataclasses.replace(SETTINGS, methods=("tempo", "pool"))
     _reports(clips[0], "Where is the ball?", tempo_and_pool)
