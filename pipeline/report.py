@@ -73,9 +73,9 @@ def timings_frame(reports: Mapping[str, MethodReport], shared: Mapping[str, floa
                 "encode s": _s(shared.get("encode")),
                 "compress s": _s(r.timings.get("compress")),
                 "answer s": _s(r.timings.get("answer")),
-                "from caches": ", ".join(r.timings.get("reused", [])) or "–",
                 "memory MB": memory,
                 "memory kind": "peak GPU" if "peak_mb" in r.memory else "process RSS",
+                "from caches": ", ".join(r.timings.get("reused", [])) or "–",
             }
         )
     return pd.DataFrame(rows)
