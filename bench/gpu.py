@@ -46,7 +46,7 @@ from model_zoo import get_backbone_spec
 from model_zoo.loading import default_dtype
 from model_zoo.preprocess import VideoPreprocessConfig
 from model_zoo.qwen3_vl import Qwen3VLBackbone
-from model_zoo.tiny import TINY_PREPROCESS, build_tiny, build_tokenizer
+from model_zoo.tiny import TINY_PREPROCESS, build_tiny, build_tokenizer, config_for
 from pipeline.settings import METHODS, Settings
 
 REFERENCE = "uncompressed"
@@ -77,10 +77,6 @@ def qwen3vl_2b_config(tokenizer):
     Values QWEN3VL.md marks as not read from a config file: intermediate 6144, tied embeddings, M-RoPE
     sections [24, 20, 20] interleaved; ``num_position_embeddings`` 2304 is the library default.
     """
-    from transformers import Qwen3VLConfig
-
-    ids = {t: tokenizer.convert_tokens_to_ids(t) for t in ("<|image_pad|>", "<|video_pad|>")}
-    ids |= {t: tokenizer.convert_tokens_to_ids(t) for t in ("<|vision_start|>", "<|vision_end|>")}
     text = {
         "vocab_size": 151936,
         "hidden_size": 2048,
@@ -110,15 +106,7 @@ def qwen3vl_2b_config(tokenizer):
         "temporal_patch_size": 2,
         "deepstack_visual_indexes": [5, 11, 17],
     }
-    return Qwen3VLConfig(
-        text_config=text,
-        vision_config=vision,
-        image_token_id=ids["<|image_pad|>"],
-        video_token_id=ids["<|video_pad|>"],
-        vision_start_token_id=ids["<|vision_start|>"],
-        vision_end_token_id=ids["<|vision_end|>"],
-        tie_word_embeddings=True,
-    )
+    return config_for(tokenizer, text, vision, tie_word_embeddings=True)
 
 
 def real_size_model(device: torch.device, dtype: torch.dtype):

@@ -93,9 +93,28 @@ def build_tokenizer() -> PreTrainedTokenizerFast:
     return tokenizer
 
 
+def config_for(
+    tokenizer: PreTrainedTokenizerFast, text: dict, vision: dict, *, tie_word_embeddings: bool
+) -> Qwen3VLConfig:
+    """A ``Qwen3VLConfig`` from hand-written text and vision settings, its image, video and vision-delimiter
+    token ids read from ``tokenizer`` so that the two always agree."""
+    ids = {
+        token: tokenizer.convert_tokens_to_ids(token)
+        for token in ("<|image_pad|>", "<|video_pad|>", "<|vision_start|>", "<|vision_end|>")
+    }
+    return Qwen3VLConfig(
+        text_config=text,
+        vision_config=vision,
+        image_token_id=ids["<|image_pad|>"],
+        video_token_id=ids["<|video_pad|>"],
+        vision_start_token_id=ids["<|vision_start|>"],
+        vision_end_token_id=ids["<|vision_end|>"],
+        tie_word_embeddings=tie_word_embeddings,
+    )
+
+
 def tiny_config(tokenizer: PreTrainedTokenizerFast) -> Qwen3VLConfig:
     """The hand-written config; special-token ids are read from ``tokenizer`` so the two always agree."""
-    ids = {token: tokenizer.convert_tokens_to_ids(token) for token in SPECIAL_TOKENS}
     text = {
         "vocab_size": len(tokenizer),
         "hidden_size": 128,
@@ -112,7 +131,7 @@ def tiny_config(tokenizer: PreTrainedTokenizerFast) -> Qwen3VLConfig:
             "mrope_section": [6, 5, 5],
             "mrope_interleaved": True,
         },
-        "pad_token_id": ids["<|endoftext|>"],
+        "pad_token_id": tokenizer.convert_tokens_to_ids("<|endoftext|>"),
         # Larger than the 0.02 default so that greedy decoding is decisive (random logits are not near-ties).
         "initializer_range": 0.08,
     }
@@ -125,15 +144,7 @@ def tiny_config(tokenizer: PreTrainedTokenizerFast) -> Qwen3VLConfig:
         "num_position_embeddings": 64,
         "deepstack_visual_indexes": [0, 1, 2],
     }
-    return Qwen3VLConfig(
-        text_config=text,
-        vision_config=vision,
-        image_token_id=ids["<|image_pad|>"],
-        video_token_id=ids["<|video_pad|>"],
-        vision_start_token_id=ids["<|vision_start|>"],
-        vision_end_token_id=ids["<|vision_end|>"],
-        tie_word_embeddings=False,
-    )
+    return config_for(tokenizer, text, vision, tie_word_embeddings=False)
 
 
 @functools.cache
