@@ -386,14 +386,15 @@ def extend_masks(prefixes: Sequence[PrefixKV], rows: int, like: torch.Tensor) ->
     entries hold the dtype's most negative finite value (as in ``BatchKV``: a row always sees its own key)."""
     lowest, device, batch = torch.finfo(like.dtype).min, like.device, len(prefixes)
     future = torch.ones(rows, rows, dtype=torch.bool, device=device).triu(1).expand(batch, -1, -1)
-    masks = []
-    for layer_lengths in zip(*(p.lengths() for p in prefixes), strict=True):
+    per_layer = list(zip(*(p.lengths() for p in prefixes), strict=True))
+    built: dict[tuple[int, ...], torch.Tensor] = {}  # layers with the same prefix lengths share one mask
+    for layer_lengths in dict.fromkeys(per_layer):
         lengths = torch.tensor(layer_lengths, device=device)
         padding = torch.arange(max(layer_lengths), device=device)[None, :] >= lengths[:, None]  # [B, P_max]
         blocked = torch.cat([padding[:, None, :].expand(-1, rows, -1), future], dim=-1)  # [B, rows, P + rows]
         mask = torch.zeros(blocked.shape, dtype=like.dtype, device=device).masked_fill(blocked, lowest)
-        masks.append(mask[:, None])
-    return masks
+        built[layer_lengths] = mask[:, None]
+    return [built[layer_lengths] for layer_lengths in per_layer]
 
 
 def _extend(
