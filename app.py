@@ -168,7 +168,7 @@ def _source(video: str | None, url: str | None) -> str:
     if video:
         return video
     if url and url.strip():
-        return url.strip()
+        return media.video_source(url)  # http(s) links only: never a path on the server
     raise gr.Error("Upload a video or paste a video URL first.")
 
 
@@ -309,7 +309,8 @@ def rerun_card(card_file: str | None, video: str | None, url: str, progress=gr.P
     if not card_file:
         raise runcard.CardError("Choose a run card (.json) to load first.")
     card = runcard.load(card_file)
-    source = runcard.source_of(card, video or (url.strip() if url and url.strip() else None))
+    typed = media.video_source(url) if url and url.strip() else None  # http(s) links only
+    source = runcard.source_of(card, video or typed)
     events = runcard.replay(card, video=source, **_compare_kwargs(source))
     yield from _stream(events, card["question"], runcard.settings_of(card), progress, old_card=card)
 

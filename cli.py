@@ -188,7 +188,7 @@ def run_compare(args: argparse.Namespace) -> dict:
         seed=args.seed,
         max_new_tokens=args.max_new_tokens,
     )
-    source = args.video if compare.is_url(args.video) else Path(args.video)
+    source = media.video_source(args.video, allow_paths=True)  # the CLI's own user may name local files
     events = compare.compare(source, args.question, settings=settings, allow_private=args.allow_private)
     card = runcard.build(_finished(events), compare.check_question(args.question), settings)
     _write_card(card, args.json)
@@ -228,7 +228,7 @@ def run_replay(args: argparse.Namespace) -> tuple[dict, int]:
     from pipeline import runcard
 
     card = runcard.load(args.card)
-    video = args.video if args.video is None or "://" in args.video else Path(args.video)
+    video = None if args.video is None else media.video_source(args.video, allow_paths=True)
     events = runcard.replay(card, video=video, allow_private=args.allow_private)
     new = runcard.build(_finished(events), card["question"], runcard.settings_of(card))
     _write_card(new, args.json)

@@ -22,6 +22,7 @@ from .frames import Frames, Segment, sample, segments
 from .limits import DEFAULT_LIMITS, Limits
 from .probe import VideoInfo, fingerprint, probe
 from .sources import Fetched, fetch
+from .urlguard import video_source
 
 __all__ = [
     "DEFAULT_LIMITS",
@@ -48,4 +49,5 @@ __all__ = [
     "probe",
     "sample",
     "segments",
+    "video_source",
 ]

@@ -4,7 +4,9 @@
 no cookie jar, http and https only; each connection made by `urlguard.connect` (every address the host
 resolves to is checked, then the socket connects to that checked address, so DNS rebinding cannot slip
 through); each redirect hop checked before urllib follows it; each response body charged to a byte budget
-while it is read. `FetchState` holds the limits and the first problem met, and a watchdog timer that shuts
+while it is read. A compressed body (gzip, deflate, even twice) is decoded as a stream whose decoded bytes
+are charged too and may not pass `COMPRESSED_BODY_BYTES`, so a kilobyte that would inflate to gigabytes
+stops at a cap (yt-dlp's own handler inflates a whole body in memory first). `FetchState` holds the limits and the first problem met, and a watchdog timer that shuts
 the fetch's sockets down when its time is up. Nothing global is patched: these are subclasses used per fetch.
 """
 
@@ -13,20 +15,30 @@ from __future__ import annotations
 import contextlib
 import functools
 import http.client
+import io
 import socket
 import threading
 import urllib.parse
 import urllib.request
+import urllib.response
+import zlib
 
 import yt_dlp
 from yt_dlp.networking import _urllib as ytdlp_urllib
 
 from . import urlguard
-from .errors import DownloadError, VideoError, too_large
+from .errors import DownloadError, UnsupportedURLError, VideoError, too_large
 from .limits import Limits
 
 PAGE_ALLOWANCE_BYTES = 32 * 2**20  # web pages, player scripts and manifests read on top of the video itself
 SCHEMES = ("http", "https")
+DECODED = ("gzip", "x-gzip", "deflate")  # content codings we undo, as a stream; any other is refused
+DECODE_CHUNK = 1 << 16  # compressed bytes read at a time
+# Pages, scripts and manifests come compressed (a few MB unpacked); videos do not (yt-dlp asks for them as
+# identity). So one compressed body may unpack to at most this much, whatever the video cap: yt-dlp reads a
+# page whole into memory.
+COMPRESSED_BODY_BYTES = 16 * 2**20
+MAX_CODINGS = 2  # compressed twice at most (each layer is one more decoder in the chain)
 
 
 class Refused(OSError):
@@ -106,6 +118,13 @@ class FetchState:
     def check_hop(self, url: str) -> None:
         try:
             urlguard.check_url(url, allow_private=self.allow_private)
+        except UnsupportedURLError as e:
+            raise self.fail(
+                UnsupportedURLError(
+                    "The link redirects to an address that is not an http or https web link; "
+                    "paste a link to a video file or to a page that plays one."
+                )
+            ) from e
         except VideoError as e:
             raise self.fail(e) from e
 
@@ -154,8 +173,83 @@ class _CountingHTTPResponse(http.client.HTTPResponse):
         self.fp = _CountingReader(self.fp, state)
 
 
+class _Inflated(io.RawIOBase):
+    """One content coding (gzip or deflate) undone as a stream: at most `n` decoded bytes per read.
+
+    The outer layer (`outer`; an inner layer of a body encoded twice feeds the next one) charges what it
+    decodes to the fetch's budget and stops past `COMPRESSED_BODY_BYTES`. As yt-dlp does, only the first
+    payload is decoded (trailing junk is ignored) and deflate may come with or without its zlib header.
+    """
+
+    def __init__(self, source, coding: str, state: FetchState, *, outer: bool) -> None:
+        super().__init__()
+        self._source, self._coding, self._state, self._outer = source, coding, state, outer
+        self._decoded = 0
+        self._decoder = None
+        self._pending = b""
+        self._done = False
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        view = memoryview(buffer).cast("B")
+        while view.nbytes and not self._done:
+            if not self._pending:
+                self._pending = self._source.read(DECODE_CHUNK)
+                if not self._pending:  # a truncated body ends where it ends; probing judges the file
+                    self._done = True
+                    break
+            out = self._decode(view.nbytes)
+            if out:
+                if self._outer:
+                    self._charge(len(out))
+                view[: len(out)] = out
+                return len(out)
+        return 0
+
+    def _charge(self, count: int) -> None:
+        self._decoded += count
+        if self._decoded > COMPRESSED_BODY_BYTES:
+            raise self._state.fail(
+                DownloadError(
+                    f"The server's compressed answer unpacks to more than {COMPRESSED_BODY_BYTES >> 20} MB; "
+                    "paste a link to a video file or to an ordinary web page."
+                )
+            )
+        self._state.spend(count)
+
+    def _decode(self, limit: int) -> bytes:
+        try:
+            if self._decoder is None:
+                self._decoder = zlib.decompressobj(self._wbits(self._pending))
+            out = self._decoder.decompress(self._pending, limit)
+        except zlib.error as e:
+            raise self._state.fail(
+                DownloadError(
+                    "The server sent a damaged compressed file; try again later or try another link."
+                )
+            ) from e
+        self._pending = self._decoder.unconsumed_tail
+        self._done = self._decoder.eof
+        return out
+
+    def _wbits(self, head: bytes) -> int:
+        if self._coding != "deflate":
+            return zlib.MAX_WBITS | 16  # gzip
+        zlib_header = len(head) >= 2 and head[0] & 0x0F == 8 and (head[0] << 8 | head[1]) % 31 == 0
+        return zlib.MAX_WBITS if zlib_header else -zlib.MAX_WBITS
+
+
+def _codings(headers) -> list[str]:
+    """The response's content codings in the order they were applied (every header line), identity left out."""
+    lines = headers.get_all("Content-Encoding") or []
+    values = (part.strip().lower() for line in lines for part in line.split(","))
+    return [v for v in values if v and v != "identity"]
+
+
 class _GuardedHTTPHandler(ytdlp_urllib.HTTPHandler):
-    """yt-dlp's urllib handler (compression, headers), with our connections and counted responses."""
+    """yt-dlp's urllib handler (headers), with our connections, counted responses and streamed decoding."""
 
     def __init__(self, state: FetchState, **kwargs) -> None:
         super().__init__(**kwargs)
@@ -173,6 +267,28 @@ class _GuardedHTTPHandler(ytdlp_urllib.HTTPHandler):
     def https_open(self, req):
         conn = functools.partial(self._connection, http.client.HTTPSConnection)
         return self.do_open(conn, req, context=self._context)
+
+    def http_response(self, req, resp):
+        """Undo gzip/deflate (each layer, last applied first) as a stream; refuse any other coding."""
+        codings = _codings(resp.headers)
+        if not codings:
+            return resp
+        unknown = [c for c in codings if c not in DECODED]
+        if unknown or len(codings) > MAX_CODINGS:
+            shown = unknown[0][:20] if unknown else ", ".join(codings[: MAX_CODINGS + 1]) + ", …"
+            raise self._state.fail(
+                DownloadError(
+                    f"The server sent the file compressed as {shown!r}, which cannot be unpacked here; try another link."
+                )
+            )
+        stream = resp
+        for depth, coding in enumerate(reversed(codings)):
+            stream = _Inflated(stream, coding, self._state, outer=depth == len(codings) - 1)
+        decoded = urllib.response.addinfourl(stream, resp.headers, resp.url, resp.code)
+        decoded.msg = resp.msg
+        return decoded
+
+    https_response = http_response
 
 
 class _GuardedRedirectHandler(ytdlp_urllib.RedirectHandler):
@@ -200,6 +316,11 @@ class GuardedRH(ytdlp_urllib.UrllibRH):
         kwargs["enable_file_urls"] = False
         super().__init__(**kwargs)
         self._state = state
+
+    def _prepare_headers(self, request, headers) -> None:
+        """Ask only for the codings `_GuardedHTTPHandler` decodes as a stream (yt-dlp also offers br)."""
+        if headers.get("Accept-Encoding") != "identity":
+            headers["Accept-Encoding"] = "gzip, deflate"
 
     def _create_instance(self, proxies, cookiejar, legacy_ssl_support=None):
         opener = urllib.request.OpenerDirector()

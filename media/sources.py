@@ -121,11 +121,25 @@ def _format_selector(state: FetchState):
             max_height=state.limits.max_height,
             max_bytes=state.limits.max_size_bytes,
         )
-        if fmt is None and too_big:
-            state.fail(too_large(state.limits.max_size_mb))
+        if fmt is None:  # else yt-dlp's own "Requested format is not available. Use --list-formats ..."
+            state.fail(
+                too_large(state.limits.max_size_mb) if too_big else _no_format(ctx.get("formats") or [])
+            )
         return [fmt] if fmt is not None else []
 
     return select
+
+
+def _no_format(formats: list[dict]) -> VideoError:
+    """Why no format can be downloaded: DRM, streams only (HLS, DASH), or nothing with a picture."""
+    if any(fmt.get("has_drm") for fmt in formats):
+        return UnsupportedURLError("This video is copy-protected (DRM) and cannot be used; try another link.")
+    if any(fmt.get("vcodec") != "none" for fmt in formats):
+        return UnsupportedURLError(
+            "This site offers the video only as a stream (HLS or DASH), which is not downloaded here; "
+            "paste a link to a video file or to another site."
+        )
+    return UnsupportedURLError("No video with a picture was found at this link; paste a link to a video.")
 
 
 def _progress_hook(state: FetchState):
@@ -208,6 +222,10 @@ def _map_error(error: BaseException) -> VideoError:
             )
         if isinstance(cause, CertificateVerifyError):
             return DownloadError("The site's security certificate could not be verified; check the link.")
+        if isinstance(cause, YtdlpHTTPError) and cause.redirect_loop:
+            return DownloadError(
+                "The link redirects too many times or in a loop; paste the address the video finally opens at."
+            )
         if isinstance(cause, YtdlpHTTPError):
             return DownloadError(
                 f"The server answered {cause.status} {cause.reason or ''}".rstrip()

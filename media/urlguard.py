@@ -1,5 +1,7 @@
 """Which URLs we agree to fetch: http(s) only, and only hosts whose every address is public.
 
+`video_source` is where a typed video field is read: an http(s) link, or (the CLI only) a local path.
+
 The address check runs three times for a download: on the URL before yt-dlp sees it (a clear error, early),
 on every redirect hop, and when each socket connects (`connect`, which connects to the very address it
 checked, so a DNS answer that changes between check and use cannot slip a private address in).
@@ -10,12 +12,20 @@ the system resolver exactly as the connection would resolve them, then checked a
 from __future__ import annotations
 
 import ipaddress
+import re
 import socket
+from pathlib import Path
 from urllib.parse import SplitResult, urlsplit
 
 from .errors import DownloadError, PrivateAddressError, UnsupportedURLError
 
 ALLOWED_SCHEMES = ("http", "https")
+ACCEPTED = "paste a link that starts with https:// or http://"
+NOT_A_LINK = (
+    "Only web links are accepted here; paste a link that starts with https:// or http://, "
+    "or upload the video file."
+)
+_SCHEME = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*):")
 _NAT64 = ipaddress.IPv6Network("64:ff9b::/96")
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -43,23 +53,50 @@ def is_forbidden(ip: IPAddress) -> bool:
     return not ip.is_global or ip.is_multicast or ip.is_reserved or ip.is_unspecified
 
 
+def _scheme(text: str) -> str | None:
+    """The scheme of `text` ('https', 'data', 'file', ...), or None when it has none (a path, a bare host)."""
+    found = _SCHEME.match(text)
+    return found.group(1).lower() if found else None
+
+
 def parse_url(url: str) -> SplitResult:
-    """Split an http(s) URL with a host; anything else raises UnsupportedURLError."""
+    """Split an http(s) URL with a host; anything else raises UnsupportedURLError (one sentence)."""
     if not isinstance(url, str) or not url.strip():
         raise UnsupportedURLError("The link is empty; paste an http or https link to a video.")
-    parts = urlsplit(url.strip())
-    if parts.scheme.lower() not in ALLOWED_SCHEMES:
-        shown = f"{parts.scheme}://" if parts.scheme else "this kind of"
-        raise UnsupportedURLError(
-            f"Only http and https links can be used, not {shown} links; paste a web link."
-        )
+    url = url.strip()
+    scheme = _scheme(url)
+    if scheme is None:
+        raise UnsupportedURLError(NOT_A_LINK)
+    if scheme not in ALLOWED_SCHEMES:
+        raise UnsupportedURLError(f"Links starting with {scheme[:20]}: cannot be used; {ACCEPTED}.")
     try:
+        parts = urlsplit(url)
         parts.port  # noqa: B018 - validates the port
-    except ValueError as e:
-        raise UnsupportedURLError("The link's port number is not valid; check the link.") from e
+    except ValueError as e:  # unbalanced [ ] around an IPv6 address, a bad port, odd characters
+        raise UnsupportedURLError(
+            "This link is not a valid web address (check its port and any [ ] around an IPv6 address); "
+            "copy it again from the browser's address bar."
+        ) from e
     if not parts.hostname:
         raise UnsupportedURLError("The link has no host name; paste a full http or https link.")
     return parts
+
+
+def video_source(text: str, *, allow_paths: bool = False) -> str | Path:
+    """What a video field names: an http(s) link, or a local file only where `allow_paths` (the CLI).
+
+    The page's URL box, the API and a run card's `source_url` pass allow_paths=False: there, text without a
+    scheme, `data:`, `javascript:`, `file:` and every other scheme, absolute and relative paths are all
+    refused (UnsupportedURLError naming what is accepted), so a visitor cannot open the server's own files.
+    Returns the stripped link (a str) or a Path. Hosts are not resolved here (`check_url` does it when
+    fetching).
+    """
+    if allow_paths and isinstance(text, str) and text.strip():
+        candidate = text.strip()
+        if _scheme(candidate) is None or Path(candidate).is_file():  # a file may have ':' in its name
+            return Path(candidate)
+    parse_url(text)
+    return text.strip()
 
 
 def default_port(parts: SplitResult) -> int:

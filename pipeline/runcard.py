@@ -15,6 +15,7 @@ import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 
+import media
 import model_zoo
 from pipeline import __version__
 from pipeline.compare import Event, Finished, MethodReport, compare
@@ -132,11 +133,19 @@ def settings_of(card: dict) -> Settings:
 
 
 def source_of(card: dict, video: str | os.PathLike | None = None) -> str | os.PathLike:
-    """Where to read the card's video: the given file or URL, else the card's source URL."""
-    source = video or card["video"].get("source_url")
+    """Where to read the card's video: ``video`` (the caller's own, checked by the caller) if given, else the
+    card's source URL, which must be an http(s) link: a card is not its reader's own input."""
+    if video:
+        return video
+    source = card["video"].get("source_url")
     if not source:
         raise CardError("This card was made from an uploaded file: give that video file to re-run it.")
-    return source
+    try:
+        return media.video_source(source)
+    except media.VideoError as err:
+        raise CardError(
+            "The card's source_url is not an http or https link; give the video itself to re-run the card."
+        ) from err
 
 
 def replay(card: dict, *, video=None, **compare_kwargs) -> Iterator[Event]:

@@ -34,6 +34,17 @@ def video_server(test_videos):
         yield server
 
 
+@pytest.fixture(scope="session")
+def hostile_server(test_videos):
+    """tests.hostile.HostileServer on 127.0.0.1: compression bombs, odd codings, redirect chains (hostile suite)."""
+    from tests.hostile import BOMB_BYTES, HostileServer, encode, gzip_stream
+    from tests.videos import make_clip
+
+    clip = make_clip(test_videos.folder / "hostile-clip.mp4", 2)
+    with HostileServer(clip, encode(gzip_stream(BOMB_BYTES), ["gzip"])) as server:
+        yield server
+
+
 def _noise(index, width, height):
     import numpy as np
 
