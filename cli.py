@@ -151,7 +151,7 @@ def add_fetch(commands) -> None:
 
 def _finished(events):
     """Drain a comparison's events (progress shown on a terminal's stderr); returns the final ``Finished``."""
-    from pipeline.compare import Finished, MethodDone, Progress
+    from pipeline.events import Finished, MethodDone, Progress
 
     finished = None
     for event in events:
@@ -175,8 +175,11 @@ def _write_card(card: dict, path: Path | None) -> None:
 
 
 def run_compare(args: argparse.Namespace) -> dict:
-    from pipeline import compare, runcard
+    from pipeline import runcard
+    from pipeline.compare import compare
+    from pipeline.request import Request
     from pipeline.settings import Settings, parse_methods
+    from pipeline.video import check_question
 
     settings = Settings.for_backbone(
         args.backbone,
@@ -189,8 +192,8 @@ def run_compare(args: argparse.Namespace) -> dict:
         max_new_tokens=args.max_new_tokens,
     )
     source = media.video_source(args.video, allow_paths=True)  # the CLI's own user may name local files
-    events = compare.compare(source, args.question, settings=settings, allow_private=args.allow_private)
-    card = runcard.build(_finished(events), compare.check_question(args.question), settings)
+    events = compare(Request(source, args.question, settings, allow_private=args.allow_private))
+    card = runcard.build(_finished(events), check_question(args.question), settings)
     _write_card(card, args.json)
     return card
 
@@ -287,9 +290,9 @@ def _pipeline_errors() -> tuple[type[Exception], ...]:
     if "pipeline" not in sys.modules:
         return ()
     from model_zoo import ModelLoadError
-    from pipeline.compare import QuestionError
     from pipeline.runcard import CardError
     from pipeline.settings import SettingsError
+    from pipeline.video import QuestionError
 
     return (QuestionError, SettingsError, CardError, ModelLoadError)
 

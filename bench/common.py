@@ -37,7 +37,7 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
 import torch  # noqa: E402
 
-from pipeline.compare import rss_bytes  # noqa: E402
+from pipeline.accounting import rss_bytes  # noqa: E402
 
 OUT = ROOT / "bench" / "out"  # generated videos and plots (ignored by git)
 RESULTS = ROOT / "bench" / "results"  # kept results (committed)
@@ -235,12 +235,14 @@ def cuda_peak(device: torch.device) -> Iterator[dict]:
 
 def run_comparison(source, question: str, settings) -> tuple[float, object]:
     """(seconds, Finished) of one whole ``pipeline.compare.compare`` request, events drained."""
-    from pipeline import compare as pc
+    from pipeline.compare import compare
+    from pipeline.events import Finished
+    from pipeline.request import Request
 
     def drain():
         finished = None
-        for event in pc.compare(source, question, settings=settings):
-            if isinstance(event, pc.Finished):
+        for event in compare(Request(source, question, settings)):
+            if isinstance(event, Finished):
                 finished = event
         return finished
 

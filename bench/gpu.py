@@ -47,7 +47,8 @@ from model_zoo.loading import default_dtype
 from model_zoo.preprocess import VideoPreprocessConfig
 from model_zoo.qwen3_vl import Qwen3VLBackbone
 from model_zoo.tiny import TINY_PREPROCESS, build_tiny, build_tokenizer, config_for
-from pipeline.settings import METHODS, Settings
+from pipeline.columns import DEFAULT_COLUMNS as METHODS
+from pipeline.settings import Settings
 
 REFERENCE = "uncompressed"
 NO_LP = "xcomp-no-lp"

@@ -97,18 +97,20 @@ class Request:
     max_new_tokens: int = 2
     budget: int = 48
 
-    def kwargs(self) -> dict:
-        return {
-            "video": handle_file(str(self.clip)),
-            "url": "",
-            "question": "What moves in the video?",
-            "methods": list(self.methods),
-            "budget": self.budget,
-            "fps": 2,
-            "max_frames": self.max_frames,
-            "max_new_tokens": self.max_new_tokens,
-            "api_name": "/compare",
-        }
+    def args(self) -> list:
+        """Positional arguments of the page's Compare event (``/compare_page``, what the browser sends)."""
+        from ui.page import page_args
+
+        return page_args(
+            video=handle_file(str(self.clip)),
+            url="",
+            question="What moves in the video?",
+            methods=list(self.methods),
+            budget=self.budget,
+            fps=2,
+            max_frames=self.max_frames,
+            max_new_tokens=self.max_new_tokens,
+        )
 
 
 @dataclass
@@ -121,19 +123,20 @@ class Outcome:
 
 def check_answer(result: tuple, methods: tuple[str, ...]) -> str:
     """'' when the comparison is complete (status Done, every chosen column answered), else what is missing."""
-    from pipeline.settings import COLUMNS
+    from pipeline.columns import COLUMNS
+    from ui.updates import page_result
 
-    status, _tokens, _timeline, _timings, _card, *columns = result
-    if not str(status).startswith("Done"):
-        return f"status is {str(status)[:80]!r}"
-    answers = {m: columns[4 * i] for i, m in enumerate(COLUMNS) if 4 * i < len(columns)}
+    named = page_result(result, COLUMNS)
+    if not str(named["status"]).startswith("Done"):
+        return f"status is {str(named['status'])[:80]!r}"
+    answers = {m: named[f"{m}.answer"] for m in COLUMNS}
     missing = [m for m in methods if not answers.get(m) or str(answers[m]).startswith("⚠️")]
     return f"no answer from {', '.join(missing)}" if missing else ""
 
 
 def one_request(client: Client, index: int, request: Request, timeout_s: float) -> Outcome:
     t0 = time.perf_counter()
-    job = client.submit(**request.kwargs())
+    job = client.submit(*request.args(), api_name="/compare_page")
     try:
         result = job.result(timeout=timeout_s)
     except QueueError as err:

@@ -40,8 +40,10 @@ from compressors.base import passthrough
 from model_zoo.preprocess import VideoPreprocessConfig, resized_frame_size
 from model_zoo.qwen3_vl import VisualTokens, grid_positions
 from model_zoo.tiny import TINY_PREPROCESS
-from pipeline import compare as pc
-from pipeline.settings import METHODS, Settings
+from pipeline.columns import DEFAULT_COLUMNS as METHODS
+from pipeline.request import Request
+from pipeline.settings import Settings
+from pipeline.video import prepare
 
 REFERENCE = "uncompressed"
 QUESTION = "What happens in the video?"
@@ -197,7 +199,7 @@ def one_video(minutes: float, args, settings: Settings) -> dict:
 
 
 def _prepare(path, settings: Settings, limits: media.Limits):
-    events = list(pc.prepare(path, settings, limits=limits))
+    events = list(prepare(Request(path, "", settings, limits=limits), workdir=None))
     return events[-1]
 
 

@@ -271,7 +271,7 @@ class PrefixCache:
     (never GPU memory past a request; on a CPU backbone the computed tensors themselves, which nothing writes
     in place); the backbone moves what it gets to its device. The engine checks only that a prefix has the
     prompt's length: keys must carry everything that decides a prefix (``CachedHooks``,
-    ``pipeline.compare._Compressed``)."""
+    ``pipeline.shared.Compressed``)."""
 
     def __init__(self, cache: ByteLRU = PREFIXES) -> None:
         self._cache = cache
@@ -349,7 +349,7 @@ class CachedHooks:
     and each QC-Comp window's (XComp's ``clip_attention``) under ``video_key`` + the layers + its segment
     keys (ToMe'd groups, keyed by their ``source``), so a new question about the same video runs only its
     own tokens. Segments without a key are computed and not kept. ``computed``, when given, receives
-    ``("relevance", key, value)`` for every score entry this object puts (``pipeline.compare.Computed``).
+    ``("relevance", key, value)`` for every score entry this object puts (``pipeline.events.Computed``).
     """
 
     def __init__(

@@ -27,9 +27,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
+import model_zoo
 from compressors.tempo import SYSTEM_PROMPT, USER_TEMPLATE, allocate_tokens
 from model_zoo import tempo_official as official
 from model_zoo.preprocess import PreprocessError, check_frames
+from pipeline.accounting import OUT_OF_MEMORY, MemoryMeter, failure, free_memory, rounded
+from pipeline.events import AnswerDelta, Event, MethodDone, MethodReport, Progress
+from pipeline.request import Job
 
 VARIANT = "tempo-6b.official"
 BUDGETS = (4096, 8192)  # the paper's "4K" and "8K" settings
@@ -247,12 +251,97 @@ def allocation_table(run: OfficialRun) -> list[dict]:
     ]
 
 
+# --- the column ---------------------------------------------------------------------------------------
+
+
+class TempoOfficialRunner:
+    """``ColumnRunner`` of ``tempo-6b.official``: the authors' model on the same sampled frames and budget,
+    reporting what the authors' demo shows (per-segment relevance and ATA allocation). One model stays
+    resident, loaded on first use (``model``; tests swap in a tiny checkpoint)."""
+
+    def __init__(self) -> None:
+        self._resident: tuple[tuple[str, str], TempoOfficial] | None = None
+
+    def model(self, checkpoint: str, base_vlm: str) -> TempoOfficial:
+        key = (checkpoint, base_vlm)
+        if self._resident is None or self._resident[0] != key:
+            self._resident = None  # the old model goes before the new one loads
+            self._resident = (key, load_tempo_official(checkpoint, base_vlm=base_vlm))
+        return self._resident[1]
+
+    def run(self, job: Job, names: Sequence[str]) -> Iterator[Event]:
+        for i, name in enumerate(names):
+            yield Progress("compress", 0.8 + 0.2 * i / len(names), f"{name}: compressing and answering…")
+            report = yield from self._column(job, name)
+            yield MethodDone(report)
+
+    def gpu_seconds(self, job: Job, names: Sequence[str]) -> float:
+        per_column = 4 + job.prepared.real_frames * 0.02 + job.settings.max_new_tokens * 0.05
+        return per_column * len(names)
+
+    def _column(self, job: Job, name: str) -> Iterator[Event]:
+        report = MethodReport(method=name, label=model_zoo.get_variant(name).label)
+        memory = MemoryMeter("cuda" if torch.cuda.is_available() else "cpu")
+        try:
+            options = job.settings.options_for(name)
+            model = self.model(options["checkpoint"], options["base_vlm"])
+            yield from _answer(report, model, job)
+        except Exception as err:  # one column failing must not take the other columns down
+            report.error = failure(err)
+        if report.error == OUT_OF_MEMORY:
+            free_memory()  # outside the except: the traceback, and the memory it held, are gone
+        report.memory = memory.stop()
+        return report
+
+
+def _answer(report: MethodReport, model: TempoOfficial, job: Job) -> Iterator[Event]:
+    """Compress (timed), stream the answer into ``report``, then account for it."""
+    prepared, settings = job.prepared, job.settings
+    t0 = time.perf_counter()
+    with torch.inference_mode():
+        run = model.run(
+            prepared.frames.frames[: prepared.real_frames],
+            prepared.info.duration,
+            job.question,
+            budget=settings.budget,
+            max_new_tokens=settings.max_new_tokens,
+        )
+        report.timings["compress"] = time.perf_counter() - t0
+        t1 = time.perf_counter()
+        for delta in run:
+            report.answer += delta
+            yield AnswerDelta(report.method, report.answer)
+    report.timings["answer"] = time.perf_counter() - t1
+    _account(report, run, prepared)
+
+
+def _account(report: MethodReport, run: OfficialRun, prepared) -> None:
+    report.kept = sorted(set(run.kept_frames))
+    report.kept_frames = [prepared.frame_ref(p) for p in report.kept]
+    report.segments = [
+        {"start": round(s.start, 3), "end": round(s.end, 3), "score": rounded(s.score), "tokens": s.delivered}
+        for s in run.segments
+    ]
+    report.tokens = {
+        "raw": run.raw_tokens,
+        "llm_input": run.llm_tokens,
+        "per_frame": round(run.llm_tokens / max(1, prepared.real_frames), 3),
+        "ratio": round(run.raw_tokens / max(1, run.llm_tokens), 3),
+    }
+    report.extra = {"real_fps": round(run.real_fps, 4), "allocation": allocation_table(run)}
+
+
+RUNNER = TempoOfficialRunner()
+
+
 __all__: Sequence[str] = (
     "BUDGETS",
     "VARIANT",
     "OfficialRun",
     "OfficialSegment",
+    "RUNNER",
     "TempoOfficial",
+    "TempoOfficialRunner",
     "allocation_table",
     "load_tempo_official",
     "official_frame_selection",

@@ -10,7 +10,8 @@ from collections.abc import Mapping
 import numpy as np
 import pandas as pd
 
-from pipeline.compare import MethodReport, PreparedVideo
+from pipeline.events import MethodReport
+from pipeline.video import PreparedVideo
 
 GALLERY_LIMIT = 48  # kept frames shown per column; evenly chosen when a method keeps more
 

@@ -18,7 +18,9 @@ from pathlib import Path
 import media
 import model_zoo
 from pipeline import __version__
-from pipeline.compare import Event, Finished, MethodReport, compare
+from pipeline.compare import compare
+from pipeline.events import Event, Finished, MethodReport
+from pipeline.request import Request
 from pipeline.settings import Settings
 
 SCHEMA_VERSION = 1
@@ -148,13 +150,14 @@ def source_of(card: dict, video: str | os.PathLike | None = None) -> str | os.Pa
         ) from err
 
 
-def replay(card: dict, *, video=None, **compare_kwargs) -> Iterator[Event]:
+def replay(card: dict, *, video=None, **request) -> Iterator[Event]:
     """Re-run a card's comparison (same settings, question and methods) on its video; stream the events.
 
-    Raises CardError when the video's fingerprint differs from the card's.
+    ``request`` holds the other ``Request`` fields (limits, allow_private, workdir). Raises CardError when
+    the video's fingerprint differs from the card's.
     """
-    settings = settings_of(card)
-    for event in compare(source_of(card, video), card["question"], settings=settings, **compare_kwargs):
+    asked = Request(source_of(card, video), card["question"], settings_of(card), **request)
+    for event in compare(asked):
         if isinstance(event, Finished) and event.prepared.fingerprint != card["video"]["fingerprint"]:
             raise CardError("That video is not the one this card was made from (its fingerprint differs).")
         yield event

@@ -10,15 +10,11 @@ import dataclasses
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
-import compressors
 import model_zoo
+from pipeline.columns import COLUMNS, DEFAULT_COLUMNS
 
-#: The training-free methods and baselines on the shared backbone, in column order.
-METHODS: tuple[str, ...] = ("espresso", "xcomp", "tempo", "uniform", "pool")
-#: Author-released models run beside them with their own weights (off by default: they need the Hub and a GPU).
-OFFICIAL: tuple[str, ...] = ("tempo-6b.official",)
-#: Every column, in order.
-COLUMNS: tuple[str, ...] = METHODS + OFFICIAL
+#: What a backbone's registry entry decides when a comparison leaves it unset (None).
+BACKBONE_DEFAULTS = ("budget", "fps", "max_frames", "segment_frames")
 
 
 class SettingsError(ValueError):
@@ -27,14 +23,18 @@ class SettingsError(ValueError):
 
 @dataclass(frozen=True)
 class Settings:
-    """One comparison's settings; every method gets the same frames, backbone and budget."""
+    """One comparison's settings; every method gets the same frames, backbone and budget.
 
-    backbone: str = "tiny-random"
-    methods: tuple[str, ...] = METHODS
-    budget: int = 256
-    fps: float = 1.0
-    max_frames: int = 32
-    segment_frames: int = 8
+    ``budget``, ``fps``, ``max_frames`` and ``segment_frames`` left at None take the backbone's defaults from
+    the model zoo's registry (``BackboneSpec``), the one place they are defined.
+    """
+
+    backbone: str = model_zoo.TINY
+    methods: tuple[str, ...] = DEFAULT_COLUMNS
+    budget: int | None = None
+    fps: float | None = None
+    max_frames: int | None = None
+    segment_frames: int | None = None
     max_side: int = 640
     seed: int = 0
     max_new_tokens: int = 64
@@ -43,7 +43,15 @@ class Settings:
     official_base: str = "Qwen/Qwen3-VL-2B-Instruct"  # its small VLM's original checkpoint (relevance rows)
 
     def __post_init__(self) -> None:
-        unknown = [m for m in self.methods if m not in compressors.COMPRESSORS and m not in OFFICIAL]
+        if self.backbone not in model_zoo.backbones:
+            raise SettingsError(
+                f"Unknown backbone {self.backbone!r}; choose from {', '.join(model_zoo.list_backbones())}."
+            )
+        spec = model_zoo.get_backbone_spec(self.backbone)
+        for name in BACKBONE_DEFAULTS:
+            if getattr(self, name) is None:
+                object.__setattr__(self, name, getattr(spec, name))
+        unknown = [m for m in self.methods if m not in COLUMNS]
         if unknown:
             raise SettingsError(f"Unknown method {', '.join(unknown)}; choose from {', '.join(COLUMNS)}.")
         if not self.methods:
@@ -59,39 +67,25 @@ class Settings:
         for ok, message in checks:
             if not ok:
                 raise SettingsError(message)
-        if self.backbone not in model_zoo.backbones:
-            raise SettingsError(
-                f"Unknown backbone {self.backbone!r}; choose from {', '.join(model_zoo.list_backbones())}."
-            )
 
     @classmethod
     def for_backbone(cls, backbone: str, **overrides) -> Settings:
         """The registry's defaults for ``backbone``, with ``overrides`` (None means "the default")."""
-        if backbone not in model_zoo.backbones:
-            raise SettingsError(
-                f"Unknown backbone {backbone!r}; choose from {', '.join(model_zoo.list_backbones())}."
-            )
-        spec = model_zoo.get_backbone_spec(backbone)
-        defaults = {
-            "backbone": backbone,
-            "budget": spec.budget,
-            "fps": spec.fps,
-            "max_frames": spec.max_frames,
-            "segment_frames": spec.segment_frames,
-        }
-        defaults.update({k: v for k, v in overrides.items() if v is not None})
-        if "methods" in defaults:
-            defaults["methods"] = tuple(defaults["methods"])
-        return cls(**defaults)
+        given = {k: v for k, v in overrides.items() if v is not None}
+        if "methods" in given:
+            given["methods"] = tuple(given["methods"])
+        return cls(backbone=backbone, **given)
 
     def options_for(self, method: str) -> dict:
         """The method's options: the variant's defaults, then this comparison's overrides."""
-        if method in OFFICIAL:
-            options = model_zoo.get_variant(method).options_dict()
-            options.update(checkpoint=self.official_checkpoint, base_vlm=self.official_base)
-            return options
-        options = _variant(self.backbone, method).options_dict()
+        column = COLUMNS[method]
+        try:
+            options = column.variant(self.backbone).options_dict()
+        except KeyError as err:
+            raise SettingsError(str(err)) from None
         options.update(self.method_options.get(method, {}))
+        if column.own_variant:  # where its weights are is the server's to say, never a method option's
+            options.update(checkpoint=self.official_checkpoint, base_vlm=self.official_base)
         return options
 
     def sampling_key(self) -> tuple:
@@ -108,15 +102,8 @@ class Settings:
     def from_dict(cls, data: Mapping) -> Settings:
         names = {f.name for f in dataclasses.fields(cls)}
         kwargs = {k: v for k, v in data.items() if k in names}
-        kwargs["methods"] = tuple(kwargs.get("methods", METHODS))
+        kwargs["methods"] = tuple(kwargs.get("methods", DEFAULT_COLUMNS))
         return cls(**kwargs)
-
-
-def _variant(backbone: str, method: str) -> model_zoo.Variant:
-    try:
-        return model_zoo.get_variant(f"{backbone}.{method}")
-    except KeyError as err:
-        raise SettingsError(str(err)) from None
 
 
 def parse_methods(text: str | Sequence[str]) -> tuple[str, ...]:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.settings import METHODS
+from pipeline.columns import DEFAULT_COLUMNS as METHODS
 from tests.app_server import running_app
 from tests.videos import make_clip, write_garbage
 

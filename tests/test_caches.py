@@ -9,8 +9,10 @@ import torch
 
 import media
 from model_zoo import load_backbone
-from pipeline import cache
-from pipeline import compare as pc
+from pipeline import cache, video
+from pipeline import events as ev
+from pipeline.compare import compare
+from pipeline.request import Request
 from pipeline.settings import Settings
 from tests.videos import make_clip
 
@@ -55,8 +57,8 @@ def calls(monkeypatch):
 
 
 def _reports(source, question="What is shown?", settings=SETTINGS):
-    finished = list(pc.compare(source, question, settings=settings))[-1]
-    assert isinstance(finished, pc.Finished)
+    finished = list(compare(Request(source, question, settings)))[-1]
+    assert isinstance(finished, ev.Finished)
     return finished.reports
 
 
@@ -238,18 +240,18 @@ def test_configure_keeps_unnamed_sizes_and_refuses_bad_ones():
 
 def test_a_file_changed_in_place_is_probed_again(tmp_path, calls):
     path = make_clip(tmp_path / "v.mp4", seconds=3, fps=8, size=(128, 96))
-    first = pc._probe(path)
-    assert pc._probe(path) == first and calls["probe"] == 1
+    first = video._probe(path)
+    assert video._probe(path) == first and calls["probe"] == 1
     make_clip(tmp_path / "other.mp4", seconds=5, fps=8, size=(128, 96)).replace(path)
     st = os.stat(path)
     os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000))
-    info, fingerprint = pc._probe(path)
+    info, fingerprint = video._probe(path)
     assert calls["probe"] == 2 and fingerprint != first[1] and info.duration > first[0].duration
 
 
 def test_a_missing_file_is_still_the_plain_video_error(tmp_path):
     with pytest.raises(media.VideoNotFoundError):
-        pc._probe(tmp_path / "no-such-video.mp4")
+        video._probe(tmp_path / "no-such-video.mp4")
     assert len(cache.PROBES) == 0
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.settings import METHODS
+from pipeline.columns import DEFAULT_COLUMNS as METHODS
 from tests.videos import make_clip
 
 ROOT = Path(__file__).resolve().parent.parent

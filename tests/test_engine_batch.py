@@ -22,8 +22,12 @@ from compressors.base import build_segments
 from model_zoo import TINY, EngineError, PromptError, load_backbone
 from model_zoo import engine as eng
 from model_zoo.qwen3_vl import BatchGeneration, GenerationRequest, Qwen3VLBackbone
-from pipeline import compare as pc
-from pipeline.settings import METHODS, Settings
+from pipeline import events as ev
+from pipeline.accounting import OUT_OF_MEMORY
+from pipeline.columns import DEFAULT_COLUMNS as METHODS
+from pipeline.compare import compare
+from pipeline.request import Request
+from pipeline.settings import Settings
 from tests.test_compressors_e2e import _clip
 from tests.test_engine import CLIPS, QUESTIONS, halve_then_last_five, uncompressed
 from tests.videos import make_clip
@@ -249,8 +253,8 @@ def clip(tmp_path_factory):
     return make_clip(tmp_path_factory.mktemp("batch") / "clip.mp4", seconds=4, fps=8, size=(128, 96))
 
 
-def _finished(clip, settings=SETTINGS) -> tuple[list, pc.Finished]:
-    events = list(pc.compare(clip, "What is shown?", settings=settings))
+def _finished(clip, settings=SETTINGS) -> tuple[list, ev.Finished]:
+    events = list(compare(Request(clip, "What is shown?", settings)))
     return events, events[-1]
 
 
@@ -265,10 +269,10 @@ def test_the_pipeline_answers_every_method_in_one_batch_as_each_would_alone(clip
     monkeypatch.setattr(Qwen3VLBackbone, "generate_many", spy)
     events, batched = _finished(clip)
     assert calls == [len(METHODS)]
-    first_done = next(i for i, e in enumerate(events) if isinstance(e, pc.MethodDone))
-    streaming = {e.method for e in events[:first_done] if isinstance(e, pc.AnswerDelta)}
+    first_done = next(i for i, e in enumerate(events) if isinstance(e, ev.MethodDone))
+    streaming = {e.method for e in events[:first_done] if isinstance(e, ev.AnswerDelta)}
     assert streaming == set(METHODS), "every column streams before any is done"
-    assert [e.report.method for e in events if isinstance(e, pc.MethodDone)] == list(METHODS)
+    assert [e.report.method for e in events if isinstance(e, ev.MethodDone)] == list(METHODS)
     for r in batched.reports.values():
         assert r.error is None and r.timings["answer_batched"] is True
         assert r.timings["answer"] == pytest.approx(r.timings["prefill"] + r.timings["decode"])
@@ -307,10 +311,10 @@ def test_a_batch_failing_mid_stream_falls_back_and_one_bad_method_fails_alone(cl
     monkeypatch.setattr(Qwen3VLBackbone, "generate", generate)  # the single path only
     events, finished = _finished(clip)
     reports = finished.reports
-    assert calls["n"] == 3 and any(isinstance(e, pc.AnswerDelta) and e.method == "xcomp" for e in events)
-    assert reports["xcomp"].error == pc.OUT_OF_MEMORY  # it had streamed in the batch, then failed alone
+    assert calls["n"] == 3 and any(isinstance(e, ev.AnswerDelta) and e.method == "xcomp" for e in events)
+    assert reports["xcomp"].error == OUT_OF_MEMORY  # it had streamed in the batch, then failed alone
     for method in METHODS:
         if method != "xcomp":
             assert reports[method].error is None and reports[method].answer == expected.reports[method].answer
-    last = {e.method: e.text for e in events if isinstance(e, pc.AnswerDelta)}
+    last = {e.method: e.text for e in events if isinstance(e, ev.AnswerDelta)}
     assert all(last[m] == reports[m].answer for m in METHODS if m != "xcomp")

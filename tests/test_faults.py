@@ -4,24 +4,26 @@ The app runs in this process, so a test breaks one piece of it with monkeypatch 
 encoder, the video reader) and then checks what a visitor gets back, and that the next comparison works.
 """
 
-import json
 import logging
 import weakref
-from pathlib import Path
 
+import gradio as gr
 import pytest
 import torch
 from gradio_client import Client, handle_file
 from gradio_client.exceptions import AppError
 
-import app
 import compressors
 import media
 from bench.load import local_app
-from pipeline import compare as pc
+from pipeline import shared
+from pipeline.accounting import OUT_OF_MEMORY
+from pipeline.columns import DEFAULT_COLUMNS as METHODS
 from pipeline.limits import AppSettings
-from pipeline.settings import COLUMNS, METHODS
 from tests.videos import make_clip
+from ui import edge, page
+from ui.edge import UNEXPECTED
+from ui.page import page_args
 
 pytestmark = pytest.mark.slow
 MB = 1 << 20
@@ -43,13 +45,13 @@ def clip(tmp_path_factory):
 
 
 def _compare(client, clip, **settings) -> dict:
+    """The typed ``/compare`` endpoint: the run card, and each column's answer as the page shows it."""
     kwargs = {"budget": 48, "max_frames": 8, "fps": 2, "max_new_tokens": 2, **settings}
-    result = client.predict(
-        video=handle_file(str(clip)), url="", question="What is shown?", api_name="/compare", **kwargs
+    card = client.predict(
+        question="What is shown?", video=handle_file(str(clip)), api_name="/compare", **kwargs
     )
-    status, _tokens, _timeline, _timings, card, *columns = result
-    answers = {m: columns[4 * i] for i, m in enumerate(COLUMNS)}
-    return {"status": status, "card": json.loads(Path(card).read_text()), "answers": answers}
+    answers = {m: r["answer"] if not r["error"] else f"⚠️ {r['error']}" for m, r in card["results"].items()}
+    return {"card": card, "answers": answers}
 
 
 def _answered(out: dict, methods) -> bool:
@@ -67,7 +69,7 @@ def test_a_method_that_raises_leaves_the_other_columns_answered(client, clip, mo
 
     monkeypatch.setattr(compressors.COMPRESSORS["xcomp"], "compress", broken)
     out = _compare(client, clip)
-    assert out["status"].startswith("Done")
+    assert list(out["card"]["results"]) == list(METHODS)
     assert out["answers"]["xcomp"] == "⚠️ RuntimeError: injected failure in xcomp"
     assert _answered(out, [m for m in METHODS if m != "xcomp"])
     assert out["card"]["results"]["xcomp"]["error"] == "RuntimeError: injected failure in xcomp"
@@ -87,8 +89,8 @@ def test_out_of_memory_in_one_method_is_one_sentence_in_its_column_and_its_memor
 
     monkeypatch.setattr(compressors.COMPRESSORS["tempo"], "compress", greedy)
     out = _compare(client, clip)
-    assert out["answers"]["tempo"] == "⚠️ " + app.OUT_OF_MEMORY
-    assert "lower the token budget or the max frames" in app.OUT_OF_MEMORY
+    assert out["answers"]["tempo"] == "⚠️ " + OUT_OF_MEMORY
+    assert "lower the token budget or the max frames" in OUT_OF_MEMORY
     assert _answered(out, [m for m in METHODS if m != "tempo"])
     assert len(held) == 1 and held[0]() is None
 
@@ -111,17 +113,17 @@ def test_out_of_memory_in_the_shared_encoding_is_one_sentence_and_memory_is_free
         held.append(weakref.ref(block))
         raise error()  # a new exception each time, as in life (one kept by the test would keep its traceback)
 
-    real_free = pc.free_memory
+    real_free = edge.free_memory
 
     def spy():
         freed_after_release.append(held[0]() is None)  # the traceback no longer holds the block
         real_free()
 
-    monkeypatch.setattr(pc, "_encode", encode_out_of_memory)
-    monkeypatch.setattr(pc, "free_memory", spy)
+    monkeypatch.setattr(shared, "encode", encode_out_of_memory)
+    monkeypatch.setattr(edge, "free_memory", spy)
     with pytest.raises(AppError) as err:
         _compare(client, clip)
-    assert str(err.value) == app.OUT_OF_MEMORY
+    assert str(err.value) == OUT_OF_MEMORY
     assert freed_after_release == [True]
     monkeypatch.undo()
     assert _answered(_compare(client, clip), METHODS)
@@ -134,8 +136,6 @@ def test_a_backbone_that_cannot_load_is_one_sentence_and_the_next_comparison_on_
         _compare(client, clip, backbone="qwen3vl-2b")  # offline here: its weights cannot be fetched
     message = str(err.value)
     assert _is_one_sentence(message) and "'qwen3vl-2b'" in message and "tiny-random" in message
-    defaults = client.predict("qwen3vl-2b", api_name="/defaults")  # the page still follows the dropdown
-    assert defaults[0]["value"] == 4096
     assert _answered(_compare(client, clip, backbone="tiny-random"), METHODS)
 
 
@@ -149,7 +149,7 @@ def test_an_unexpected_error_is_one_sentence_without_internals_and_is_logged(
     with caplog.at_level(logging.ERROR, logger="arena"), pytest.raises(AppError) as err:
         _compare(client, clip)
     message = str(err.value)
-    assert message == app.UNEXPECTED.format(name="ZeroDivisionError") and _is_one_sentence(message)
+    assert message == UNEXPECTED.format(name="ZeroDivisionError") and _is_one_sentence(message)
     assert "secret" not in message
     assert any(r.exc_info and r.exc_info[0] is ZeroDivisionError for r in caplog.records)
     monkeypatch.undo()
@@ -157,20 +157,27 @@ def test_an_unexpected_error_is_one_sentence_without_internals_and_is_logged(
 
 
 def test_an_unexpected_error_while_cutting_kept_moments_is_one_sentence(client, clip, monkeypatch):
-    _compare(client, clip, methods=["uniform"])
+    args = page_args(
+        video=handle_file(str(clip)), question="What is shown?", methods=["uniform"], max_frames=8
+    )
+    client.predict(*args, api_name="/compare_page")  # the page's own event keeps what was kept
 
     def disk_full(*args, **kwargs):
         raise OSError(28, "No space left on device", "/tmp/arena-out-x/kept-moments-uniform.mp4")
 
-    monkeypatch.setattr(app, "export_moments", disk_full)
+    monkeypatch.setattr(page, "export_moments", disk_full)
     with pytest.raises(AppError) as err:
         client.predict(api_name="/moments_uniform")
-    assert str(err.value) == app.UNEXPECTED.format(name="OSError")
+    assert str(err.value) == UNEXPECTED.format(name="OSError")
 
 
 def test_handlers_raise_only_gr_errors():
-    """Every event handler of the page goes through the edge (the moments lambdas call one that does)."""
-    for handler in (app.compare, app.rerun_card, app.kept_moments, app.backbone_defaults):
-        assert handler.__wrapped__ is not None
-    with pytest.raises(app.gr.Error, match="(?i)unknown backbone .no-such-backbone"):
-        app.backbone_defaults("no-such-backbone")
+    """Every event handler of the page goes through the edge, which turns a user error into its sentence."""
+    built = page.Page(AppSettings(), "tiny-random")
+    demo = built.build()
+    handlers = [
+        f.fn for f in demo.fns.values() if f.fn is not None and not f.fn.__module__.startswith("gradio")
+    ]
+    assert handlers and all(hasattr(fn, "__wrapped__") for fn in handlers), handlers
+    with pytest.raises(gr.Error, match="(?i)unknown backbone .no-such-backbone"):
+        edge.at_the_edge(built.backbone_defaults)("no-such-backbone")

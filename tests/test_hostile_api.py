@@ -84,10 +84,12 @@ def test_an_unbalanced_ipv6_link_is_one_sentence(client):
 def test_a_server_path_sent_as_the_uploaded_video_never_reaches_the_handler(app_url, path):
     """Raw API call (gradio_client would upload the caller's own file): Gradio refuses paths not uploaded."""
     video = {"path": path, "meta": {"_type": "gradio.FileData"}}
-    data = [video, "", "What is shown?", ["uniform"], "tiny-random", 48, 2, 4, 8, 0, 2]
-    job = httpx.post(app_url + "gradio_api/call/compare", json={"data": data}, timeout=30).json()
-    events = httpx.get(app_url + f"gradio_api/call/compare/{job['event_id']}", timeout=60).text
-    assert "event: error" in events and "root:" not in events and "not a video" not in events
+    page = [video, "", "What is shown?", ["uniform"], "tiny-random", 48, 2, 4, 8, 0, 2]
+    typed = ["What is shown?", video]
+    for endpoint, data in (("compare", typed), ("compare_page", page)):
+        job = httpx.post(app_url + f"gradio_api/call/{endpoint}", json={"data": data}, timeout=30).json()
+        events = httpx.get(app_url + f"gradio_api/call/{endpoint}/{job['event_id']}", timeout=60).text
+        assert "event: error" in events and "root:" not in events and "not a video" not in events, endpoint
 
 
 @pytest.mark.parametrize("source_url", ["/etc/passwd", "file:///etc/passwd", "app.py"])

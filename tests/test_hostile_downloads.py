@@ -54,12 +54,14 @@ def test_cli_fetch_of_a_double_gzip_bomb_exits_2_with_one_sentence_in_bounded_me
 PIPELINE_RUN = """
 import json, resource, sys
 import media
-from pipeline import compare
+from pipeline.compare import compare
+from pipeline.request import Request
 def peak():
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 def run(url):
     try:
-        for _ in compare.compare(url, "What is shown?", limits=media.Limits(max_size_mb=20), allow_private=True):
+        request = Request(url, "What is shown?", limits=media.Limits(max_size_mb=20), allow_private=True)
+        for _ in compare(request):
             pass
     except media.VideoError as err:
         return str(err)

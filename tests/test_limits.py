@@ -12,8 +12,9 @@ from gradio_client.exceptions import AppError
 import app
 import media
 from bench.load import local_app
-from pipeline import compare as pc
+from pipeline.compare import compare
 from pipeline.limits import AppSettings
+from pipeline.request import Request
 from pipeline.settings import Settings
 from tests.videos import make_clip, write_garbage
 
@@ -119,6 +120,7 @@ def clips(tmp_path_factory):
 
 
 def _compare(client, video, url=""):
+    """The typed ``/compare`` endpoint: the run card."""
     return client.predict(
         video=video,
         url=url,
@@ -161,8 +163,8 @@ def test_an_upload_too_large_is_refused_before_it_reaches_the_handler(client, cl
 
 @pytest.mark.slow
 def test_frames_are_capped_by_the_setting_and_a_fine_video_still_works(client, clips):
-    status, *_ = _compare(client, handle_file(str(clips["fine"])))  # asks for 8 frames, the cap is 4
-    assert status.startswith("Done: 4 frames sampled")
+    card = _compare(client, handle_file(str(clips["fine"])))  # asks for 8 frames, the cap is 4
+    assert card["video"]["sampled_frames"] == 4 and card["results"]["uniform"]["answer"]
 
 
 @pytest.mark.slow
@@ -180,14 +182,15 @@ def test_a_link_to_a_private_address_is_refused_by_the_app(client, video_server)
 def test_a_download_too_large_for_the_settings_gets_one_sentence_and_leaves_nothing(video_server, tmp_path):
     settings = Settings.for_backbone("tiny-random", max_frames=4, max_new_tokens=1)
     limits = AppSettings(max_upload_mb=0.5).media_limits()  # big.mp4 is 1.2 MB
-    events = pc.compare(
+    request = Request(
         video_server.url("big.mp4"),
         "What?",
-        settings=settings,
+        settings,
         limits=limits,
         allow_private=True,
         workdir=tmp_path / "work",
     )
+    events = compare(request)
     with pytest.raises(media.VideoTooLargeError) as err:
         list(events)
     assert _is_one_sentence(str(err.value)) and "0.5 MB limit" in str(err.value)

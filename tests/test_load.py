@@ -10,7 +10,7 @@ import pytest
 from gradio_client import Client
 
 from bench import load
-from pipeline import compare as pc
+from pipeline import shared
 from pipeline.limits import AppSettings
 
 pytestmark = pytest.mark.slow
@@ -69,20 +69,20 @@ def test_the_page_tells_a_visitor_the_space_is_busy_when_the_queue_is_full(tmp_p
     playwright = pytest.importorskip("playwright.sync_api")
     clip = load.make_clip(tmp_path / "clip.mp4")
     entered, release = threading.Event(), threading.Event()
-    encode = pc._encode
+    encode = shared.encode
 
     def held_encode(*args, **kwargs):  # the first comparison holds the only slot until the test lets go
         entered.set()
         release.wait(60)
         return encode(*args, **kwargs)
 
-    monkeypatch.setattr(pc, "_encode", held_encode)
+    monkeypatch.setattr(shared, "encode", held_encode)
     request = load.Request(clip, methods=("uniform",), max_frames=4)
     with load.local_app(AppSettings(queue_size=1, concurrency=1)) as url:
-        running = Client(url, verbose=False).submit(**request.kwargs())
+        running = Client(url, verbose=False).submit(*request.args(), api_name="/compare_page")
         try:
             assert entered.wait(60)
-            waiting = Client(url, verbose=False).submit(**request.kwargs())
+            waiting = Client(url, verbose=False).submit(*request.args(), api_name="/compare_page")
             _wait_for_queue_length(url, 1)
             with playwright.sync_playwright() as p:
                 browser = p.chromium.launch(executable_path=str(CHROMIUM), args=FLAGS)

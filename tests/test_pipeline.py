@@ -7,9 +7,12 @@ import torch
 
 import compressors
 import media
-from pipeline import compare as pc
-from pipeline import runcard
-from pipeline.settings import METHODS, Settings, SettingsError
+from pipeline import cache, official, runcard, video
+from pipeline import events as ev
+from pipeline.columns import DEFAULT_COLUMNS as METHODS
+from pipeline.compare import compare
+from pipeline.request import Request
+from pipeline.settings import Settings, SettingsError
 from tests.videos import make_clip, write_garbage
 
 SETTINGS = Settings.for_backbone("tiny-random", budget=48, max_frames=16, fps=4.0, max_new_tokens=4)
@@ -22,13 +25,13 @@ def clip(tmp_path_factory):
 
 @pytest.fixture(autouse=True)
 def fresh_caches():
-    pc.FRAME_CACHE.clear()
-    pc.TOKEN_CACHE.clear()
+    cache.FRAMES.clear()
+    cache.TOKENS.clear()
 
 
 def _run(source, question="What is shown?", settings=SETTINGS, **kwargs):
-    events = list(pc.compare(source, question, settings=settings, **kwargs))
-    assert isinstance(events[-1], pc.Finished)
+    events = list(compare(Request(source, question, settings, **kwargs)))
+    assert isinstance(events[-1], ev.Finished)
     return events
 
 
@@ -54,18 +57,18 @@ def test_every_method_answers_within_the_budget_with_consistent_accounting(clip)
 def test_answers_stream_before_each_method_is_done(clip):
     events = _run(clip)
     for method in METHODS:
-        deltas = [e for e in events if isinstance(e, pc.AnswerDelta) and e.method == method]
+        deltas = [e for e in events if isinstance(e, ev.AnswerDelta) and e.method == method]
         done = next(
-            i for i, e in enumerate(events) if isinstance(e, pc.MethodDone) and e.report.method == method
+            i for i, e in enumerate(events) if isinstance(e, ev.MethodDone) and e.report.method == method
         )
         assert deltas and events.index(deltas[0]) < done
         assert deltas[-1].text == events[done].report.answer
 
 
 def test_progress_covers_sampling_to_the_last_answer(clip):
-    stages = [e.stage for e in _run(clip) if isinstance(e, pc.Progress)]
+    stages = [e.stage for e in _run(clip) if isinstance(e, ev.Progress)]
     assert stages[:3] == ["probe", "sample", "encode"] and stages[-1] == "done"
-    fractions = [e.fraction for e in _run(clip) if isinstance(e, pc.Progress)]
+    fractions = [e.fraction for e in _run(clip) if isinstance(e, ev.Progress)]
     assert fractions == sorted(fractions)
 
 
@@ -139,8 +142,8 @@ def test_a_budget_covering_the_video_gives_every_method_the_stock_input(clip):
 
 @pytest.mark.parametrize("question", ["", "   \n"])
 def test_an_empty_question_is_refused_before_any_work(clip, question):
-    with pytest.raises(pc.QuestionError, match="Type a question"):
-        next(pc.compare(clip, question, settings=SETTINGS))
+    with pytest.raises(video.QuestionError, match="Type a question"):
+        next(compare(Request(clip, question, SETTINGS)))
 
 
 def test_a_garbage_file_is_a_plain_video_error(tmp_path):
@@ -194,15 +197,15 @@ def tiny_official(tmp_path_factory):
 
 
 def test_official_tempo_answers_in_its_own_column_with_its_allocation(clip, monkeypatch, tiny_official):
-    monkeypatch.setattr(pc, "_official_model", lambda checkpoint, base: tiny_official)
+    monkeypatch.setattr(official.RUNNER, "model", lambda checkpoint, base: tiny_official)
     settings = dataclasses.replace(SETTINGS, methods=("tempo", "tempo-6b.official"))
     reports = _run(clip, settings=settings)[-1].reports
-    official = reports["tempo-6b.official"]
-    assert official.error is None and official.answer
-    tokens = [s["tokens"] for s in official.segments]
-    assert 0 < official.tokens["llm_input"] == sum(tokens) <= SETTINGS.budget
-    assert all(0 < s["score"] < 1 for s in official.segments)
-    assert [row["tokens"] for row in official.extra["allocation"]] == tokens
+    report = reports["tempo-6b.official"]
+    assert report.error is None and report.answer
+    tokens = [s["tokens"] for s in report.segments]
+    assert 0 < report.tokens["llm_input"] == sum(tokens) <= SETTINGS.budget
+    assert all(0 < s["score"] < 1 for s in report.segments)
+    assert [row["tokens"] for row in report.extra["allocation"]] == tokens
     assert reports["tempo"].error is None
 
 

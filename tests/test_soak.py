@@ -16,8 +16,12 @@ import pytest
 import torch
 
 from pipeline import cache
-from pipeline import compare as pc
-from pipeline.settings import METHODS, Settings
+from pipeline import events as ev
+from pipeline.columns import DEFAULT_COLUMNS as METHODS
+from pipeline.compare import compare
+from pipeline.request import Request
+from pipeline.settings import Settings
+from pipeline.video import is_url
 from tests.videos import make_clip
 
 pytestmark = pytest.mark.slow
@@ -81,10 +85,10 @@ def uploads(tmp_path_factory):
     ]
 
 
-def _compare(source: str) -> pc.Finished:
+def _compare(source: str) -> ev.Finished:
     settings = Settings.for_backbone("tiny-random", fps=1, max_frames=4, max_new_tokens=1, budget=48)
-    events = pc.compare(source, "What is shown?", settings=settings, allow_private=pc.is_url(source))
-    finished = [e for e in events if isinstance(e, pc.Finished)][-1]
+    events = compare(Request(source, "What is shown?", settings, allow_private=is_url(source)))
+    finished = [e for e in events if isinstance(e, ev.Finished)][-1]
     assert all(not r.error and r.answer for r in finished.reports.values()), finished.reports
     assert set(finished.reports) == set(METHODS)
     return finished

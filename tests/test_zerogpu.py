@@ -22,21 +22,21 @@ ROOT = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="fork start method")
 
 
-def forked_runner(prepared, question, settings):
+def forked_runner(job):
     """``run_methods`` in a forked child; its events come back pickled through a queue, as on ZeroGPU.
 
     torch pickles a CPU tensor as a file descriptor of shared memory that the parent fetches from the child
     when it unpickles, so the child waits until the parent has read every event before it exits (else a
     tensor sent last, e.g. in ``Computed``, can no longer be fetched).
     """
-    from pipeline import compare as pc
+    from pipeline.compare import run_methods
 
     ctx = multiprocessing.get_context("fork")
     queue, received = ctx.Queue(), ctx.Event()
 
     def child():
         try:
-            for event in pc.run_methods(prepared, question, settings):
+            for event in run_methods(job):
                 queue.put(event)
         finally:
             queue.put(None)
@@ -58,22 +58,24 @@ def scenario(clip: str) -> dict:
 
     torch.set_num_threads(1)
     from pipeline import cache
-    from pipeline import compare as pc
+    from pipeline import events as ev
+    from pipeline.compare import compare
+    from pipeline.request import Request
     from pipeline.settings import Settings
 
     settings = Settings.for_backbone("tiny-random", budget=48, max_frames=16, fps=4.0, max_new_tokens=3)
 
     def run(question, runner=None, budget=48):
         events = list(
-            pc.compare(clip, question, settings=dataclasses.replace(settings, budget=budget), runner=runner)
+            compare(Request(clip, question, dataclasses.replace(settings, budget=budget)), runner=runner)
         )
-        encoded = next(e for e in events if isinstance(e, pc.Encoded))
-        computed = [name for e in events if isinstance(e, pc.Computed) for name, _, _ in e.entries]
+        encoded = next(e for e in events if isinstance(e, ev.Encoded))
+        computed = [name for e in events if isinstance(e, ev.Computed) for name, _, _ in e.entries]
         return encoded.fresh is not None, computed, {m: r.answer for m, r in events[-1].reports.items()}
 
     first_fresh, first_computed, _ = run("What is shown?", forked_runner)
     kept = {
-        "tokens": len(pc.TOKEN_CACHE),
+        "tokens": len(cache.TOKENS),
         "relevance": len(cache.RELEVANCE),
         "compressions": len(cache.COMPRESSIONS),
     }

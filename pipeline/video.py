@@ -1,0 +1,145 @@
+"""The shared work of a request: fetch (links), probe, fingerprint, sample and segment the video, once.
+
+Every column sees the same ``PreparedVideo``. Probes and frames are cached (``pipeline.cache``) so a follow-up
+question on the same file skips them.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import media
+from compressors.base import SegmentSpan
+from pipeline import cache
+from pipeline.events import Progress
+from pipeline.request import Request
+from pipeline.settings import Settings
+
+
+class QuestionError(ValueError):
+    """The question is empty or too long (the message says what to do)."""
+
+
+MAX_QUESTION_CHARS = 2000
+
+
+@dataclass
+class PreparedVideo:
+    """The sampled video every method sees (CPU data only: it crosses ZeroGPU's process boundary)."""
+
+    path: Path
+    url: str | None
+    info: media.VideoInfo
+    fingerprint: str
+    frames: media.Frames  # padded to a multiple of segment_frames
+    segments: list[media.Segment]
+    real_frames: int
+    timings: dict = field(default_factory=dict)
+
+    @property
+    def spans(self) -> list[SegmentSpan]:
+        fpg = 2  # Qwen3-VL groups 2 frames; segment_frames is even (Settings checks)
+        return [
+            SegmentSpan(
+                index=s.index,
+                frames=s.frames,
+                groups=range(s.frames.start // fpg, s.frames.stop // fpg),
+                start=s.start,
+                end=s.end,
+                centre=s.centre,
+                padded=s.padded,
+            )
+            for s in self.segments
+        ]
+
+    def frame_ref(self, position: int) -> dict:
+        return {
+            "index": int(self.frames.indices[position]),
+            "timestamp": round(float(self.frames.timestamps[position]), 3),
+        }
+
+
+def is_url(source: str | os.PathLike) -> bool:
+    return isinstance(source, str) and "://" in source
+
+
+def check_question(question: str) -> str:
+    question = (question or "").strip()
+    if not question:
+        raise QuestionError("Type a question about the video first.")
+    if len(question) > MAX_QUESTION_CHARS:
+        raise QuestionError(f"Shorten the question to at most {MAX_QUESTION_CHARS} characters.")
+    return question
+
+
+def prepare(request: Request, workdir: Path | None) -> Iterator[Progress | PreparedVideo]:
+    """Fetch (links), probe, fingerprint, sample and segment; yields progress, then the ``PreparedVideo``.
+
+    A fetched file lives in ``workdir``; the caller removes it.
+    """
+    settings = request.settings
+    t0 = time.perf_counter()
+    if is_url(request.source):
+        yield Progress("fetch", 0.02, "Downloading the video…")
+    path = _local_path(request, workdir)
+    fetch_s = time.perf_counter() - t0
+    yield Progress("probe", 0.08, "Reading the video…")
+    t_probe = time.perf_counter()
+    info, fingerprint = _probe(path)
+    probe_s = time.perf_counter() - t_probe
+    key = (fingerprint, settings.sampling_key())
+    cached = cache.FRAMES.get(key)
+    t1 = time.perf_counter()
+    if cached is None:
+        yield Progress(
+            "sample", 0.1, f"Sampling frames at {settings.fps:g} fps (at most {settings.max_frames})…"
+        )
+        cached = _sample(path, settings, request.limits)
+        cache.FRAMES.put(key, cached)
+    padded, segs, real = cached
+    timings = {"fetch": fetch_s, "probe": probe_s, "decode": time.perf_counter() - t1}
+    url = str(request.source) if is_url(request.source) else None
+    yield PreparedVideo(path, url, info, fingerprint, padded, list(segs), real, timings)
+
+
+def _local_path(request: Request, workdir: Path | None) -> Path:
+    """The video file: the source itself, or a link downloaded into ``workdir`` within the limits."""
+    if not is_url(request.source):
+        return Path(request.source)
+    limits = request.limits
+    fetched = media.fetch(
+        str(request.source),
+        out_dir=workdir,
+        max_size_mb=limits.max_size_mb,
+        max_duration_s=limits.max_duration_s,
+        max_height=limits.max_height,
+        allow_private=request.allow_private,
+    )
+    return Path(fetched.path)
+
+
+def _sample(path: Path, settings: Settings, limits: media.Limits) -> tuple:
+    """(frames padded to whole segments, segments, real frame count) under ``settings`` and ``limits``."""
+    sampled = media.sample(
+        path, fps=settings.fps, max_frames=settings.max_frames, max_side=settings.max_side, limits=limits
+    )
+    padded, segs = media.segments(sampled, segment_frames=settings.segment_frames)
+    return padded, segs, len(sampled)
+
+
+def _probe(path: Path) -> tuple[media.VideoInfo, str]:
+    """``media.probe`` and ``media.fingerprint`` of ``path``, remembered while the file is unchanged."""
+    try:
+        key = cache.file_identity(path)
+    except OSError:  # missing or unreadable: media.probe raises the one-sentence VideoError for it
+        key = None
+    known = None if key is None else cache.PROBES.get(key)
+    if known is None:
+        known = (media.probe(path), media.fingerprint(path))
+        if key is not None:
+            cache.PROBES.put(key, known)
+    return known

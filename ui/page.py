@@ -1,0 +1,357 @@
+"""The comparison page: its components and the handlers that serve them, as one object.
+
+``Page`` holds the Space's limits, its scratch folders and, once ``build`` has laid it out, its components;
+every handler is a method closing over them, so two pages built in one process never share state.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+
+import gradio as gr
+from gradio import FileData
+
+import media
+import model_zoo
+from media.clips import export_moments
+from pipeline import runcard
+from pipeline.columns import COLUMNS, DEFAULT_COLUMNS
+from pipeline.compare import compare
+from pipeline.events import Finished
+from pipeline.limits import AppSettings
+from pipeline.request import Request
+from pipeline.settings import Settings
+from pipeline.video import is_url
+from ui.edge import at_the_edge
+from ui.scratch import ScratchDirs
+from ui.updates import ColumnOutputs, Outputs, Updates
+
+TINY_BANNER = (
+    "⚠️ **The `tiny-random` backbone has random weights: its answers are noise.** It is here so the page "
+    "works offline and for testing; pick a Qwen3-VL backbone for real answers."
+)
+INTRO = (
+    "# Long-Video Token Compression Arena\n"
+    "One video, one question, one backbone, one visual-token budget: see how **Espresso**, **XComp** "
+    "and **Tempo** (training-free versions) answer, next to uniform frame sampling and average pooling."
+)
+
+
+#: The page's Compare inputs, in the order its event takes them (``page_args`` for API clients).
+PAGE_INPUTS = (
+    "video",
+    "url",
+    "question",
+    "methods",
+    "backbone",
+    "budget",
+    "fps",
+    "max_frames",
+    "segment_frames",
+    "seed",
+    "max_new_tokens",
+)
+
+
+def page_args(**values) -> list:
+    """Positional arguments of the page's own ``/compare_page`` event (an undocumented endpoint takes no
+    keywords) from values by name; a setting left out takes the backbone's default (tiny-random's when no
+    backbone is named), as the page's sliders would show it."""
+    unknown = set(values) - set(PAGE_INPUTS)
+    if unknown:
+        raise TypeError(f"the page has no input {', '.join(sorted(unknown))}")
+    defaults = dataclasses.asdict(Settings(backbone=values.get("backbone") or model_zoo.TINY))
+    values = {**defaults, "url": "", "video": None, "methods": list(DEFAULT_COLUMNS), **values}
+    return [values[name] for name in PAGE_INPUTS]
+
+
+def backbone_choices() -> list[tuple[str, str]]:
+    labels = []
+    for name in model_zoo.list_backbones():
+        spec = model_zoo.get_backbone_spec(name)
+        note = " — random weights, for testing" if spec.hub_id is None else f" — {spec.hub_id}"
+        labels.append((name + note, name))
+    return labels
+
+
+def css_id(name: str) -> str:
+    return name.replace(".", "-")
+
+
+def choice_label(name: str) -> str:
+    info = COLUMNS[name].info
+    return f"{name} (official weights, {info.licence}; needs a GPU)" if info.licence else name
+
+
+def column_header(name: str) -> str:
+    info = COLUMNS[name].info
+    if info.licence:
+        return f"### {name}\n<small>{info.label} · {info.source} · licence: {info.licence}</small>"
+    return f"### {name}\n<small>{info.label}</small>"
+
+
+def settings_from(
+    methods, backbone, budget, fps, max_frames, segment_frames, seed, max_new_tokens
+) -> Settings:
+    """The comparison's settings from the page's inputs (None: the backbone's default)."""
+    whole = lambda v: None if v is None else int(v)  # noqa: E731
+    return Settings.for_backbone(
+        backbone,
+        methods=[m for m in COLUMNS if m in (methods or [])],
+        budget=whole(budget),
+        fps=None if fps is None else float(fps),
+        max_frames=whole(max_frames),
+        segment_frames=whole(segment_frames),
+        seed=whole(seed),
+        max_new_tokens=whole(max_new_tokens),
+    )
+
+
+class Page:
+    """The page (see the module docstring). ``build()`` returns the ``gr.Blocks``."""
+
+    def __init__(self, settings: AppSettings, backbone: str, examples: list[list] | None = None) -> None:
+        self.settings, self.backbone, self.examples = settings, backbone, examples or []
+        self.sources = ScratchDirs("arena-src-", keep=4)
+        self.files = ScratchDirs("arena-out-", keep=32)
+        self.out: Outputs | None = None
+
+    # --- handlers -----------------------------------------------------------------------------------
+
+    def request(self, source: str, question: str, settings: Settings) -> Request:
+        """A request within the Space's limits; a link downloads into a fresh scratch folder."""
+        workdir = self.sources.new() if is_url(source) else None
+        return Request(source, question, settings, limits=self.settings.media_limits(), workdir=workdir)
+
+    def compare(
+        self,
+        video: str | None,
+        url: str,
+        question: str,
+        methods: list[str] | None,
+        backbone: str,
+        budget: float,
+        fps: float,
+        max_frames: float,
+        segment_frames: float,
+        seed: float,
+        max_new_tokens: float,
+        progress=gr.Progress(),  # noqa: B008 (gradio's idiom)
+    ):
+        """Compare the selected methods on one video and question; streams answers into their columns."""
+        methods = list(DEFAULT_COLUMNS) if methods is None else methods
+        settings = settings_from(
+            methods, backbone, budget, fps, max_frames, segment_frames, seed, max_new_tokens
+        )
+        events = compare(self.request(_source(video, url), question, settings))
+        yield from Updates(self.out, self.files).stream(events, question, settings, progress)
+
+    def compare_api(
+        self,
+        question: str,
+        video: FileData | None = None,
+        url: str = "",
+        methods: list[str] | None = None,
+        backbone: str | None = None,
+        budget: int | None = None,
+        fps: float | None = None,
+        max_frames: int | None = None,
+        segment_frames: int | None = None,
+        seed: int = 0,
+        max_new_tokens: int | None = None,
+    ) -> dict:
+        """Compare token-compression methods for long-video VLMs on one video and one question.
+
+        Every method gets the same backbone, the same sampled frames and the same visual-token budget. Give
+        the video as a file or as an http(s) link (one of them); everything but the question is optional.
+
+        Args:
+            question: what to ask about the video, at most 2,000 characters.
+            video: a video file (mp4, webm, mov, mkv, ...).
+            url: an http(s) link to a video (YouTube and other sites), when no file is given.
+            methods: columns to run, from espresso, xcomp, tempo, uniform, pool, tempo-6b.official (default: the first five).
+            backbone: the shared backbone, e.g. qwen3vl-2b (default: the page's).
+            budget: most visual tokens the answering LLM may receive (default: the backbone's).
+            fps: frames sampled per second of video (default: the backbone's).
+            max_frames: most frames sampled (default: the backbone's).
+            segment_frames: frames per segment, even (default: the backbone's).
+            seed: random seed.
+            max_new_tokens: most tokens in each answer (default: 64).
+
+        Returns:
+            The run card: settings, video, and per method the answer, error, token account, kept frames with
+            their timestamps, per-segment scores and allocations, and timings.
+        """
+        chosen = list(DEFAULT_COLUMNS) if methods is None else methods
+        settings = settings_from(
+            chosen, backbone or self.backbone, budget, fps, max_frames, segment_frames, seed, max_new_tokens
+        )
+        path = video["path"] if isinstance(video, dict) else video
+        finished = drain(compare(self.request(_source(path, url), question, settings)))
+        return runcard.build(finished, question.strip(), settings)
+
+    def rerun_card(self, card_file: str | None, video: str | None, url: str, progress=gr.Progress()):  # noqa: B008
+        """Load a run card and re-run it (on its URL, or on the uploaded video); show what differs."""
+        if not card_file:
+            raise runcard.CardError("Choose a run card (.json) to load first.")
+        card = runcard.load(card_file)
+        typed = media.video_source(url) if url and url.strip() else None  # http(s) links only
+        source = runcard.source_of(card, video or typed)
+        settings = runcard.settings_of(card)
+        events = compare(self.request(source, card["question"], settings))
+        yield from Updates(self.out, self.files).stream(events, card["question"], settings, progress, card)
+
+    def kept_moments(self, method: str, state: dict | None):
+        """A short MP4 of what ``method`` looked at: about a second around each kept frame, in order."""
+        if not state or not state.get("kept", {}).get(method):
+            raise gr.Error("Run a comparison first: this method has no kept frames yet.")
+        out = self.files.new() / f"kept-moments-{method}.mp4"
+        return gr.update(value=str(export_moments(state["path"], state["kept"][method], out)), visible=True)
+
+    def backbone_defaults(self, backbone: str):
+        """When the backbone changes: its registry defaults, and the random-weights banner for tiny-random."""
+        s = Settings(backbone=backbone)
+        spec = model_zoo.get_backbone_spec(backbone)
+        return s.budget, s.fps, s.max_frames, s.segment_frames, gr.update(visible=spec.hub_id is None)
+
+    @staticmethod
+    def shown_columns(methods: list[str] | None) -> list:
+        """One result column per selected method, so an unselected one takes no room."""
+        return [gr.update(visible=m in (methods or [])) for m in COLUMNS]
+
+    # --- layout -------------------------------------------------------------------------------------
+
+    def build(self) -> gr.Blocks:
+        defaults = Settings(backbone=self.backbone)
+        with gr.Blocks(title="Long-Video Token Compression Arena") as demo:
+            gr.Markdown(INTRO)
+            tiny = model_zoo.get_backbone_spec(self.backbone).hub_id is None
+            banner = gr.Markdown(TINY_BANNER, visible=tiny, elem_id="tiny-banner")
+            inputs, sliders, run = self._inputs(defaults)
+            self.out, boxes = self._results()
+            self._wire(inputs, sliders, run, banner, boxes)
+        return demo
+
+    def _inputs(self, defaults: Settings):
+        with gr.Row():
+            with gr.Column(scale=2):
+                video = gr.Video(label="Video (upload)", sources=["upload"], elem_id="video")
+                url = gr.Textbox(label="…or a video URL (YouTube and other sites)", elem_id="url")
+            with gr.Column(scale=3):
+                question = gr.Textbox(label="Question", lines=2, elem_id="question")
+                methods = gr.CheckboxGroup(
+                    choices=[(choice_label(m), m) for m in COLUMNS],
+                    value=list(DEFAULT_COLUMNS),
+                    label="Methods",
+                    elem_id="methods",
+                )
+                backbone = gr.Dropdown(
+                    choices=backbone_choices(), value=self.backbone, label="Backbone", elem_id="backbone"
+                )
+                budget = gr.Slider(16, 16384, value=defaults.budget, step=16, label="Visual-token budget")
+                with gr.Accordion("Advanced", open=False):
+                    fps = gr.Slider(0.1, 4, value=defaults.fps, step=0.1, label="Frames per second")
+                    max_frames = gr.Slider(2, 1024, value=defaults.max_frames, step=2, label="Max frames")
+                    segment_frames = gr.Slider(
+                        2, 32, value=defaults.segment_frames, step=2, label="Segment length"
+                    )
+                    seed = gr.Number(value=defaults.seed, precision=0, label="Seed")
+                    max_new_tokens = gr.Slider(
+                        1, 512, value=defaults.max_new_tokens, step=1, label="Max new tokens"
+                    )
+                with gr.Row():
+                    run = gr.Button("Compare", variant="primary", elem_id="compare")
+                    gr.DeepLinkButton()
+        named = locals()
+        sliders = [budget, fps, max_frames, segment_frames]
+        return [named[name] for name in PAGE_INPUTS], sliders, run
+
+    def _results(self) -> tuple[Outputs, dict]:
+        status = gr.Markdown(elem_id="status")
+        boxes, columns = {}, {}
+        with gr.Row(equal_height=False):
+            for m in COLUMNS:
+                visible = m in DEFAULT_COLUMNS
+                with gr.Column(min_width=160, visible=visible, elem_id=f"column-{css_id(m)}") as boxes[m]:
+                    gr.Markdown(column_header(m))
+                    columns[m] = _column_outputs(m)
+        with gr.Row():
+            tokens_plot = gr.BarPlot(
+                x="bar", y="tokens", color="kind", sort=None, label="Visual tokens per method"
+            )
+            timings_table = gr.Dataframe(label="Timings and memory", interactive=False)
+        timeline_plot = gr.Plot(
+            label="Per-segment allocation (bars), relevance (line) and kept frames (ticks)"
+        )
+        with gr.Row():
+            card_file = gr.File(label="Run card (download)", interactive=False, elem_id="card")
+            self.card_in = gr.File(
+                label="Load a run card to re-run it", file_types=[".json"], elem_id="card-in"
+            )
+            self.rerun = gr.Button("Re-run card")
+        last_run = gr.State(None)
+        out = Outputs(status, tokens_plot, timeline_plot, timings_table, card_file, last_run, columns)
+        return out, boxes
+
+    def _wire(self, inputs, sliders, run, banner, boxes) -> None:
+        video, url, question, methods, backbone = inputs[:5]
+        outputs = self.out.components()
+        compare_ = at_the_edge(self.compare)
+        run.click(
+            compare_,
+            inputs,
+            outputs,
+            api_name="compare_page",
+            api_visibility="undocumented",
+            concurrency_id="gpu",
+        )
+        gr.api(at_the_edge(self.compare_api), api_name="compare", concurrency_id="gpu")
+        question.submit(compare_, inputs, outputs, api_name=False, concurrency_id="gpu")
+        self.rerun.click(
+            at_the_edge(self.rerun_card),
+            [self.card_in, video, url],
+            outputs,
+            api_name="rerun_card",
+            concurrency_id="gpu",
+        )
+        shown = at_the_edge(self.shown_columns)
+        methods.change(shown, methods, list(boxes.values()), api_name=False, show_progress="hidden")
+        backbone.change(at_the_edge(self.backbone_defaults), backbone, [*sliders, banner], api_name=False)
+        for m, col in self.out.columns.items():
+            moments = at_the_edge(functools.partial(self.kept_moments, m))
+            col.moments_btn.click(moments, self.out.last_run, col.moments, api_name=f"moments_{m}")
+        if self.examples:
+            gr.Examples(self.examples, [video, question], label="Examples (generated clips)")
+        gr.Examples(
+            [[None, "https://www.youtube.com/watch?v=aqz-KE-bpKQ", "What happens to the rabbit?"]],
+            [video, url, question],
+            label="URL examples (need network access)",
+        )
+
+
+def _column_outputs(method: str) -> ColumnOutputs:
+    key = css_id(method)
+    return ColumnOutputs(
+        answer=gr.Textbox(label="Answer", lines=4, interactive=False, elem_id=f"answer-{key}"),
+        tokens=gr.Markdown(elem_id=f"tokens-{key}"),
+        gallery=gr.Gallery(label="Kept frames", columns=3, height=260, elem_id=f"gallery-{key}"),
+        moments_btn=gr.Button("Kept moments (MP4)", size="sm"),
+        moments=gr.File(label="Kept moments", visible=False, elem_id=f"moments-{key}"),
+    )
+
+
+def drain(events) -> Finished:
+    """The last event of a comparison (``Finished``), every event before it consumed."""
+    finished = None
+    for event in events:
+        finished = event
+    return finished
+
+
+def _source(video: str | None, url: str | None) -> str:
+    if video:
+        return video
+    if url and url.strip():
+        return media.video_source(url)  # http(s) links only: never a path on the server
+    raise gr.Error("Upload a video or paste a video URL first.")
