@@ -5,6 +5,8 @@
     python cli.py fetch URL [--out DIR] [--max-duration S] [--max-size-mb M] [--allow-private]
     python cli.py compare --video PATH_OR_URL --question Q [--methods a,b] [--backbone NAME] [--budget B] [--json OUT]
     python cli.py replay CARD [--video PATH_OR_URL] [--json OUT]
+    python cli.py eval --data PATH --format LAYOUT --out DIR [--methods a,b] [--budgets 1024,4096] [--limit N]
+    python cli.py needle VIDEO... --out DIR [--seed S] [--seconds S]
 
 `replay` exits with 1 when the answers or the token accounting differ from the card's.
 
@@ -252,9 +254,90 @@ def add_replay(commands) -> None:
     p.set_defaults(run=run_replay)
 
 
+# ------------------------------------------------------------------------------------- eval and needle
+
+
+def _budgets(text: str) -> tuple[int, ...]:
+    """--budgets: comma-separated positive whole numbers."""
+    parts = [part for part in text.split(",") if part.strip()]
+    if not parts:
+        raise argparse.ArgumentTypeError(f"expected comma-separated positive numbers, got {text!r}")
+    return tuple(_positive(int)(part) for part in parts)
+
+
+def _log(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
+
+
+def run_eval(args: argparse.Namespace) -> dict:
+    import evaluation
+
+    config = evaluation.EvalConfig(
+        data=args.data,
+        layout=args.format,
+        out=args.out,
+        video_root=args.video_root,
+        methods=tuple(m.strip() for m in args.methods.split(",") if m.strip()),
+        budgets=args.budgets,
+        backbone=args.backbone,
+        limit=args.limit,
+        fps=args.fps,
+        max_frames=args.max_frames,
+        prompt=args.prompt,
+    )
+    summary = evaluation.run(config, log=_log)
+    if "results" not in summary:  # a process other than rank 0: its share is written
+        return summary
+    keep = ("benchmark", "backbone", "results", "aggregates", "paired")
+    return {"out": str(args.out), **{k: summary[k] for k in keep}}
+
+
+def add_eval(commands) -> None:
+    from evaluation.benchmarks import READERS
+    from evaluation.prompts import PROMPT_STYLES
+
+    p = commands.add_parser(
+        "eval",
+        help="accuracy per method and budget over a benchmark (torchrun/accelerate for many processes)",
+    )
+    p.add_argument("--data", type=Path, required=True, help="the annotation file (MLVU: its json folder)")
+    p.add_argument("--format", required=True, choices=list(READERS), help="the annotation file's layout")
+    p.add_argument("--video-root", type=Path, help="folder of the videos (default: the data file's folder)")
+    p.add_argument("--methods", default="espresso,xcomp,tempo,uniform,pool", help="comma-separated methods")
+    p.add_argument("--budgets", type=_budgets, help="comma-separated token budgets (default: the backbone's)")
+    p.add_argument("--backbone", default="tiny-random", help="a model_zoo backbone (default tiny-random)")
+    p.add_argument("--out", type=Path, required=True, help="output folder; a re-run there resumes")
+    p.add_argument("--limit", type=_positive(int), help="only the first N questions, in file order")
+    p.add_argument("--fps", type=_positive(float), help="frames per second sampled (default: the backbone's)")
+    p.add_argument(
+        "--max-frames", type=_positive(int), help="at most this many frames (default: the backbone's)"
+    )
+    p.add_argument("--prompt", choices=PROMPT_STYLES, default="default", help="prompt wording")
+    p.set_defaults(run=run_eval)
+
+
+def run_needle(args: argparse.Namespace) -> dict:
+    from evaluation import needle
+
+    path = needle.make_benchmark(args.videos, args.out, seed=args.seed, seconds=args.seconds)
+    rows = [json.loads(line) for line in path.read_text().splitlines()]
+    return {"benchmark": str(path), "questions": len(rows), "videos": sorted({r["video"] for r in rows})}
+
+
+def add_needle(commands) -> None:
+    p = commands.add_parser("needle", help="make a needle benchmark (jsonl layout) from any videos")
+    p.add_argument("videos", nargs="+", type=Path, help="video files to insert a needle card into")
+    p.add_argument("--out", type=Path, required=True, help="folder for the new videos and needle.jsonl")
+    p.add_argument("--seed", type=int, default=0, help="decides the needles' times, words and colours")
+    p.add_argument(
+        "--seconds", type=_positive(float), default=2.0, help="how long the card shows (default 2)"
+    )
+    p.set_defaults(run=run_needle)
+
+
 # --------------------------------------------------------------------------------------------- main
 
-COMMANDS: list[Callable] = [add_probe, add_sample, add_fetch, add_compare, add_replay]
+COMMANDS: list[Callable] = [add_probe, add_sample, add_fetch, add_compare, add_replay, add_eval, add_needle]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -286,15 +369,23 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _pipeline_errors() -> tuple[type[Exception], ...]:
-    """The comparison's user errors (imported lazily: probe/sample/fetch need no model code)."""
-    if "pipeline" not in sys.modules:
-        return ()
-    from model_zoo import ModelLoadError
-    from pipeline.runcard import CardError
-    from pipeline.settings import SettingsError
-    from pipeline.video import QuestionError
+    """The comparison's and the evaluation's user errors (imported lazily: probe/sample/fetch need no model
+    code)."""
+    errors: tuple[type[Exception], ...] = ()
+    if "pipeline" in sys.modules:
+        from model_zoo import ModelLoadError
+        from pipeline.runcard import CardError
+        from pipeline.settings import SettingsError
+        from pipeline.video import QuestionError
 
-    return (QuestionError, SettingsError, CardError, ModelLoadError)
+        errors += (QuestionError, SettingsError, CardError, ModelLoadError)
+    evaluation = {
+        "evaluation.benchmarks": "BenchmarkError",
+        "evaluation.runner": "EvalError",
+        "evaluation.report": "ResultsError",
+        "evaluation.needle": "NeedleError",
+    }
+    return errors + tuple(getattr(sys.modules[m], e) for m, e in evaluation.items() if m in sys.modules)
 
 
 if __name__ == "__main__":

@@ -18,6 +18,12 @@ _EXPORTS = {
     "Question": "evaluation.benchmarks",
     "READERS": "evaluation.benchmarks",
     "read": "evaluation.benchmarks",
+    "EvalResults": "evaluation.report",
+    "ResultsError": "evaluation.report",
+    "load_results": "evaluation.report",
+    "EvalConfig": "evaluation.runner",
+    "EvalError": "evaluation.runner",
+    "run": "evaluation.runner",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -1,0 +1,288 @@
+"""One evaluation run: read the benchmark, take this process's videos, answer, append records, merge.
+
+    run(EvalConfig(data=..., layout="videomme", out=..., methods=(...), budgets=(1024, 4096)))
+
+Per video, every question x budget is one call into the pipeline (``adapter.answer``) with all methods
+still to do, so the pipeline's caches serve the video's later calls. Each answer becomes one record per
+method (``_record``): the gold and parsed letters, the raw output, the tokens the LLM received, the kept
+frames' timestamps, whether a kept frame lies inside the needle's span (needle benchmarks), timings, and the
+error when there is one. A video that cannot be read is a recorded failure for all its questions, and the
+run goes on. Rank 0 merges every process's records and writes the summaries (``evaluation.report``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import media
+from evaluation import adapter, benchmarks, distributed, report, store
+from evaluation.benchmarks import Question
+from evaluation.prompts import MAX_NEW_TOKENS, PROMPT_STYLES, build_prompt, parse_answer
+from model_zoo import ModelLoadError
+from pipeline.columns import DEFAULT_COLUMNS
+from pipeline.settings import Settings, SettingsError, parse_methods
+from pipeline.video import QuestionError
+
+Log = Callable[[str], None]
+
+
+class EvalError(ValueError):
+    """An evaluation that cannot start as asked (the message is one sentence saying what to fix)."""
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    """The command line's arguments (``cli.py eval``). ``video_root`` defaults to the data file's folder;
+    ``budgets``, ``fps`` and ``max_frames`` to the backbone's."""
+
+    data: Path
+    layout: str
+    out: Path
+    video_root: Path | None = None
+    methods: tuple[str, ...] = DEFAULT_COLUMNS
+    budgets: tuple[int, ...] | None = None
+    backbone: str = "tiny-random"
+    limit: int | None = None
+    fps: float | None = None
+    max_frames: int | None = None
+    prompt: str = "default"
+
+
+def _check(config: EvalConfig) -> None:
+    if config.layout not in benchmarks.READERS:
+        raise EvalError(f"Unknown layout {config.layout!r}; choose from {', '.join(benchmarks.READERS)}.")
+    if config.prompt not in PROMPT_STYLES:
+        raise EvalError(f"Unknown prompt {config.prompt!r}; choose from {', '.join(PROMPT_STYLES)}.")
+    if config.budgets is not None and (not config.budgets or min(config.budgets) < 1):
+        raise EvalError("Every budget must be a whole number of visual tokens, at least 1.")
+    if config.limit is not None and config.limit < 1:
+        raise EvalError("--limit must be at least 1.")
+    if not Path(config.data).exists():
+        raise EvalError(f"The benchmark file {str(config.data)!r} does not exist; check --data.")
+    if config.video_root is not None and not Path(config.video_root).is_dir():
+        raise EvalError(f"The video root {str(config.video_root)!r} is not a folder; check --video-root.")
+    if Path(config.out).exists() and not Path(config.out).is_dir():
+        raise EvalError(f"--out {str(config.out)!r} is a file; give a folder for the outputs.")
+
+
+@dataclass
+class Plan:
+    """What this run must answer: the questions, every (question, method, budget) key, the settings."""
+
+    config: EvalConfig
+    questions: list[Question]
+    bench_hash: str
+    settings: Settings  # methods and the first budget; each call replaces both
+    methods: tuple[str, ...]
+    budgets: tuple[int, ...]
+    video_root: Path
+    fingerprints: dict[str, str]  # per method: everything besides the budget that decides its answers
+
+    def key(self, question: Question, method: str, budget: int) -> str:
+        return store.record_key(self.bench_hash, question.qid, method, budget, self.fingerprints[method])
+
+    def keys(self) -> list[str]:
+        """Every key, in file order of the questions, then methods (column order), then budgets."""
+        return [self.key(q, m, b) for q in self.questions for m in self.methods for b in self.budgets]
+
+    def videos(self) -> dict[Path, list[Question]]:
+        """Questions per video file, videos in order of first appearance."""
+        groups: dict[Path, list[Question]] = {}
+        for q in self.questions:
+            groups.setdefault(q.video_path(self.video_root), []).append(q)
+        return groups
+
+
+def make_plan(config: EvalConfig) -> Plan:
+    """Check the arguments, read the benchmark and fix the settings (raises EvalError, BenchmarkError,
+    SettingsError for a mistake the user can fix)."""
+    _check(config)
+    methods = parse_methods(config.methods)
+    if not methods:
+        raise EvalError("Give at least one method with --methods.")
+    questions = benchmarks.read(config.data, config.layout)[: config.limit]
+    settings = Settings.for_backbone(
+        config.backbone, methods=methods, budget=(config.budgets or (None,))[0], fps=config.fps,
+        max_frames=config.max_frames, max_new_tokens=MAX_NEW_TOKENS,
+    )  # fmt: skip
+    budgets = tuple(dict.fromkeys(config.budgets or (settings.budget,)))
+    shared = {k: v for k, v in settings.to_dict().items() if k not in ("methods", "budget", "method_options")}
+    fingerprints = {
+        m: store.fingerprint(
+            {
+                "settings": shared,
+                "options": settings.options_for(m),
+                "prompt": config.prompt,
+                "layout": config.layout,
+            }
+        )
+        for m in methods
+    }
+    root = (
+        Path(config.video_root)
+        if config.video_root is not None
+        else _default_root(Path(config.data), config.layout)
+    )
+    return Plan(
+        config, questions, benchmarks.file_hash(config.data), settings, methods, budgets, root, fingerprints
+    )
+
+
+def _default_root(data: Path, layout: str) -> Path:
+    """The data file's folder; for MLVU, the folder that holds its ``json/`` and ``video/`` folders."""
+    data = data.resolve()
+    folder = data if data.is_dir() else data.parent
+    return folder.parent if layout == "mlvu" and folder.name == "json" else folder
+
+
+def limits_for(settings: Settings) -> media.Limits:
+    """The app's limits protect a public page; benchmark videos are the user's own and run for hours
+    (LVBench's average more than an hour), so only the decoded frames stay bounded."""
+    return media.Limits(
+        max_duration_s=48 * 3600.0,
+        max_size_mb=float(1 << 20),
+        max_frames=max(settings.max_frames, 2),
+        max_output_mb=16384.0,
+        decode_time_limit_s=3600.0,
+    )
+
+
+# --- the run ------------------------------------------------------------------------------------------
+
+
+def run(config: EvalConfig, *, log: Log | None = None) -> dict:
+    """Answer this process's share and, on rank 0, merge everything and write the summaries.
+
+    Returns rank 0's summary (``report.summarize``) or, elsewhere, ``{"rank", "world", "videos"}``.
+    """
+    log = log or (lambda line: None)
+    plan = make_plan(config)
+    out = Path(config.out)
+    out.mkdir(parents=True, exist_ok=True)
+    process = distributed.Process()
+    process.start(out)
+    mine = _share(plan, process)
+    done = store.done_keys(out)
+    videos = plan.videos()
+    with store.PartWriter(out, process.rank) as writer:
+        for i, path in enumerate(mine, start=1):
+            questions = videos[path]
+            log(
+                f"[{process.rank}/{process.world}] video {i}/{len(mine)}: {path.name} ({len(questions)} questions)"
+            )
+            for record in answer_video(plan, path, questions, done):
+                writer.write(record)
+    process.finish(out)
+    if process.rank != 0:
+        return {"rank": process.rank, "world": process.world, "videos": len(mine)}
+    process.wait_for_others(out, log=log)
+    records = store.merge(out, plan.keys())
+    return report.write(out, plan, records, world=process.world)
+
+
+def _share(plan: Plan, process: distributed.Process) -> list[Path]:
+    """This process's videos: all of them alone; else its longest-first share (``distributed.assign``)."""
+    videos = plan.videos()
+    if process.world == 1:
+        return list(videos)
+    seconds = [(str(p), _duration(p, qs)) for p, qs in videos.items()]
+    return [Path(p) for p in distributed.assign(seconds, process.world)[process.rank]]
+
+
+def _duration(path: Path, questions: list[Question]) -> float:
+    """The file's own duration when the benchmark gives it, else the probed one (0 when unreadable)."""
+    if questions[0].duration:
+        return questions[0].duration
+    try:
+        return media.probe(path).duration
+    except media.VideoError:
+        return 0.0
+
+
+def answer_video(plan: Plan, path: Path, questions: list[Question], done: set[str]) -> Iterator[dict]:
+    """Records of every (question, method, budget) of one video not in ``done``; one pipeline call per
+    question and budget. An unreadable video fails all its remaining work and ends the video."""
+    calls = [(q, b) for q in questions for b in plan.budgets]
+
+    def todo(question: Question, budget: int) -> list[str]:
+        return [m for m in plan.methods if plan.key(question, m, budget) not in done]
+
+    for i, (question, budget) in enumerate(calls):
+        if not (methods := todo(question, budget)):
+            continue
+        prompt = build_prompt(question, style=plan.config.prompt, layout=plan.config.layout)
+        settings = dataclasses.replace(plan.settings, budget=budget, methods=tuple(methods))
+        t0 = time.perf_counter()
+        try:
+            answers = adapter.answer(path, prompt, settings, limits_for(settings))
+        except (SettingsError, ModelLoadError):
+            raise  # the whole run is wrong, not this question
+        except media.VideoError as err:
+            for q, b in calls[i:]:
+                yield from (_failed(plan, path, q, m, b, str(err), "video") for m in todo(q, b))
+            return
+        except Exception as err:  # a prompt refused, or a fault in this one call: the run goes on
+            stage = "question" if isinstance(err, QuestionError) else "call"
+            yield from (_failed(plan, path, question, m, budget, _sentence(err), stage) for m in methods)
+            continue
+        call_s = time.perf_counter() - t0
+        yield from (_record(plan, path, question, m, budget, answers, call_s) for m in methods)
+
+
+def _sentence(err: Exception) -> str:
+    text = str(err).strip().splitlines()[0] if str(err).strip() else ""
+    return f"{type(err).__name__}: {text}" if text else type(err).__name__
+
+
+def _base(plan: Plan, path: Path, question: Question, method: str, budget: int) -> dict:
+    try:
+        video = str(path.relative_to(plan.video_root))
+    except ValueError:
+        video = str(path)
+    return {
+        "key": plan.key(question, method, budget),
+        "qid": question.qid,
+        "video": video,
+        "method": method,
+        "budget": budget,
+        "gold": question.answer,
+        "n_options": len(question.options),
+        "groups": dict(question.groups),
+    }
+
+
+def _failed(plan, path, question, method, budget, error: str, stage: str) -> dict:
+    return _base(plan, path, question, method, budget) | {
+        "pred": None, "parse": "failed", "correct": False, "output": "", "tokens_llm": None,
+        "tokens_raw": None, "kept_frames": [], "needle": _needle(question, None, None),
+        "timings": {}, "error": error, "stage": stage,
+    }  # fmt: skip
+
+
+def _record(plan, path, question, method, budget, answers: adapter.Answers, call_s: float) -> dict:
+    reply = answers.methods[method]
+    pred, rule = parse_answer(reply.output, question) if reply.error is None else (None, "failed")
+    return _base(plan, path, question, method, budget) | {
+        "pred": pred, "parse": rule, "correct": pred == question.answer, "output": reply.output,
+        "tokens_llm": reply.tokens_llm, "tokens_raw": reply.tokens_raw, "kept_frames": reply.kept_times,
+        "needle": _needle(question, answers.sampled_times, reply.kept_times if reply.error is None else None),
+        "timings": {"call": round(call_s, 4), **{k: round(v, 4) for k, v in reply.timings.items()}},
+        "error": reply.error, "stage": "method" if reply.error else None,
+    }  # fmt: skip
+
+
+def _needle(question: Question, sampled: list[float] | None, kept: list[float] | None) -> dict | None:
+    """For a needle question: its span, whether any sampled frame fell inside it (else no method could keep
+    one) and whether the method kept one (None when the method failed)."""
+    if question.needle is None:
+        return None
+    start, end = question.needle
+
+    def inside(times):
+        return None if times is None else any(start <= t < end for t in times)
+
+    return {"start": start, "end": end, "sampled": inside(sampled), "kept": inside(kept)}
