@@ -24,6 +24,8 @@ from pipeline.request import Request
 from pipeline.settings import Settings
 
 SCHEMA_VERSION = 1
+MAX_CARD_BYTES = 8 * 2**20  # a card of 1,024 frames and six columns is well under 1 MB
+NOT_A_CARD = "That file is not a run card: download one from a comparison and load it here."
 _REPRODUCIBLE = ("answer", "error", "tokens", "kept_frames", "segments")
 
 
@@ -108,22 +110,59 @@ def save(card: dict, path: str | os.PathLike) -> Path:
 
 
 def load(path_or_text: str | os.PathLike) -> dict:
-    """A card from a file path or JSON text; refuses what is not a card of a schema we know."""
+    """A card from a file path or JSON text, checked as the untrusted input it is; CardError or SettingsError
+    (one sentence) for what is not a card of a schema we know, or asks for settings out of bounds.
+
+    At most ``MAX_CARD_BYTES`` are read; nesting too deep for the parser, numbers too long to convert, and
+    fields of the wrong type are refused like broken JSON.
+    """
     try:
-        text = Path(path_or_text).read_text() if _is_path(path_or_text) else str(path_or_text)
-        card = json.loads(text)
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
-        raise CardError(
-            "That file is not a run card: download one from a comparison and load it here."
-        ) from None
-    if not isinstance(card, dict) or card.get("schema_version") != SCHEMA_VERSION:
+        data = _read(path_or_text) if _is_path(path_or_text) else str(path_or_text).encode()
+    except OSError:
+        raise CardError(NOT_A_CARD) from None
+    if len(data) > MAX_CARD_BYTES:
+        raise CardError(f"That file is larger than a run card can be ({MAX_CARD_BYTES >> 20} MB).")
+    try:
+        card = json.loads(data.decode())
+    except (UnicodeDecodeError, ValueError, RecursionError):  # ValueError: also ints past 4,300 digits
+        raise CardError(NOT_A_CARD) from None
+    if (
+        not isinstance(card, dict)
+        or type(card.get("schema_version")) is not int
+        or card["schema_version"] != SCHEMA_VERSION
+    ):
         raise CardError(
             f"That is not a run card of schema version {SCHEMA_VERSION}; re-run it with this app."
         )
-    for key in ("settings", "video", "question", "results"):
+    _check_fields(card)
+    settings_of(card)  # refuses settings out of bounds before anything runs
+    return card
+
+
+def _read(path: str | os.PathLike) -> bytes:
+    with open(path, "rb") as f:  # never more than a card can be, whatever the file (/dev/zero, say)
+        return f.read(MAX_CARD_BYTES + 1)
+
+
+_FIELDS = {"settings": dict, "video": dict, "question": str, "results": dict}
+
+
+def _check_fields(card: dict) -> None:
+    for key, kind in _FIELDS.items():
         if key not in card:
             raise CardError(f"The run card has no {key!r}; download a fresh one from a comparison.")
-    return card
+        if not isinstance(card[key], kind):
+            raise CardError(f"The run card's {key!r} is not a {_KIND_NAMES[kind]}; download a fresh card.")
+    video = card["video"]
+    if not isinstance(video.get("fingerprint"), str) or not isinstance(video.get("source_url"), str | None):
+        raise CardError(
+            "The run card's video has no fingerprint or an odd source_url; download a fresh card."
+        )
+    if not all(isinstance(result, dict) for result in card["results"].values()):
+        raise CardError("The run card's results are not one record per method; download a fresh card.")
+
+
+_KIND_NAMES = {dict: "mapping", str: "text"}
 
 
 def _is_path(value) -> bool:

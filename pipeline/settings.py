@@ -7,18 +7,17 @@ comparison exactly. Defaults come from the model zoo's variant registry (``<back
 from __future__ import annotations
 
 import dataclasses
+import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
+import compressors
 import model_zoo
+from pipeline.bounds import SETTING_BOUNDS, SettingsError, check_options
 from pipeline.columns import COLUMNS, DEFAULT_COLUMNS
 
 #: What a backbone's registry entry decides when a comparison leaves it unset (None).
 BACKBONE_DEFAULTS = ("budget", "fps", "max_frames", "segment_frames")
-
-
-class SettingsError(ValueError):
-    """A setting is out of range or names something that does not exist (message says what is valid)."""
 
 
 @dataclass(frozen=True)
@@ -26,7 +25,10 @@ class Settings:
     """One comparison's settings; every method gets the same frames, backbone and budget.
 
     ``budget``, ``fps``, ``max_frames`` and ``segment_frames`` left at None take the backbone's defaults from
-    the model zoo's registry (``BackboneSpec``), the one place they are defined.
+    the model zoo's registry (``BackboneSpec``), the one place they are defined. Every value is then checked
+    against ``pipeline.bounds`` (the page's sliders show the same bounds), whoever gave it: the page, the
+    API, the CLI or a run card. Which weights a column of its own loads is not a setting: the registry
+    says, or the server's maintainer (``use_official_weights``).
     """
 
     backbone: str = model_zoo.TINY
@@ -39,53 +41,39 @@ class Settings:
     seed: int = 0
     max_new_tokens: int = 64
     method_options: Mapping[str, Mapping[str, object]] = field(default_factory=dict)
-    official_checkpoint: str = "Vision-CAIR/Tempo-6B"  # hub id or local folder of tempo-6b.official
-    official_base: str = "Qwen/Qwen3-VL-2B-Instruct"  # its small VLM's original checkpoint (relevance rows)
 
     def __post_init__(self) -> None:
-        if self.backbone not in model_zoo.backbones:
-            raise SettingsError(
-                f"Unknown backbone {self.backbone!r}; choose from {', '.join(model_zoo.list_backbones())}."
-            )
+        _check_backbone(self.backbone)
         spec = model_zoo.get_backbone_spec(self.backbone)
         for name in BACKBONE_DEFAULTS:
             if getattr(self, name) is None:
                 object.__setattr__(self, name, getattr(spec, name))
-        unknown = [m for m in self.methods if m not in COLUMNS]
-        if unknown:
-            raise SettingsError(f"Unknown method {', '.join(unknown)}; choose from {', '.join(COLUMNS)}.")
-        if not self.methods:
-            raise SettingsError("Pick at least one method to compare.")
-        checks = [
-            (self.budget >= 1, "The token budget must be at least 1."),
-            (self.fps > 0, "Frames per second must be above 0."),
-            (self.max_frames >= 2, "Max frames must be at least 2."),
-            (self.segment_frames >= 2 and self.segment_frames % 2 == 0, "Segment length must be even."),
-            (self.max_side >= 32, "Max side must be at least 32 pixels."),
-            (self.max_new_tokens >= 1, "Max new tokens must be at least 1."),
-        ]
-        for ok, message in checks:
-            if not ok:
-                raise SettingsError(message)
+        object.__setattr__(self, "methods", _checked_methods(self.methods))
+        for name, bound in SETTING_BOUNDS.items():
+            bound.check(getattr(self, name))
+        if self.segment_frames % 2:
+            raise SettingsError("The segment length must be an even number of frames, from 2 to 32.")
+        _check_method_options(self.method_options)
 
     @classmethod
     def for_backbone(cls, backbone: str, **overrides) -> Settings:
         """The registry's defaults for ``backbone``, with ``overrides`` (None means "the default")."""
-        given = {k: v for k, v in overrides.items() if v is not None}
-        if "methods" in given:
-            given["methods"] = tuple(given["methods"])
-        return cls(backbone=backbone, **given)
+        return cls(backbone=backbone, **{k: v for k, v in overrides.items() if v is not None})
 
     def options_for(self, method: str) -> dict:
-        """The method's options: the variant's defaults, then this comparison's overrides."""
+        """The method's options: the variant's defaults, then this comparison's overrides.
+
+        A column with weights of its own gets the registry's (or the server's) checkpoint and base ids,
+        never a request's or a card's.
+        """
         column = COLUMNS[method]
         try:
             options = column.variant(self.backbone).options_dict()
         except KeyError as err:
             raise SettingsError(str(err)) from None
+        if column.own_variant:
+            return options | official_weights(column.own_variant)
         options.update(self.method_options.get(method, {}))
-        if column.own_variant:  # where its weights are is the server's to say, never a method option's
-            options.update(checkpoint=self.official_checkpoint, base_vlm=self.official_base)
         return options
 
     def sampling_key(self) -> tuple:
@@ -100,10 +88,82 @@ class Settings:
 
     @classmethod
     def from_dict(cls, data: Mapping) -> Settings:
+        """Settings as ``to_dict`` wrote them (a run card's), checked like any other; SettingsError otherwise.
+
+        Unknown keys are ignored (older cards); the options of a column with weights of its own, weights
+        included, are the registry's and the server's, so a card's copy of them is a record, not read back.
+        """
+        if not isinstance(data, Mapping):
+            raise SettingsError("The card's settings must be a mapping of setting names to values.")
         names = {f.name for f in dataclasses.fields(cls)}
         kwargs = {k: v for k, v in data.items() if k in names}
-        kwargs["methods"] = tuple(kwargs.get("methods", DEFAULT_COLUMNS))
+        kwargs.setdefault("methods", DEFAULT_COLUMNS)
+        options = kwargs.get("method_options")
+        if isinstance(options, Mapping):
+            kwargs["method_options"] = {m: o for m, o in options.items() if not _own_weights(m)}
         return cls(**kwargs)
+
+
+def _own_weights(name) -> bool:
+    return name in COLUMNS and COLUMNS[name].own_variant is not None
+
+
+def _check_backbone(backbone) -> None:
+    if not isinstance(backbone, str) or backbone not in model_zoo.backbones:
+        shown = f" {backbone!r}" if isinstance(backbone, str) and len(backbone) <= 40 else ""
+        raise SettingsError(f"Unknown backbone{shown}; choose from {', '.join(model_zoo.list_backbones())}.")
+
+
+def _checked_methods(methods) -> tuple[str, ...]:
+    if not isinstance(methods, list | tuple) or not all(isinstance(m, str) for m in methods):
+        raise SettingsError(f"Methods must be a list of names from {', '.join(COLUMNS)}.")
+    if not methods:
+        raise SettingsError("Pick at least one method to compare.")
+    unknown = [m[:40] for m in methods if m not in COLUMNS]
+    if unknown:
+        raise SettingsError(f"Unknown method {', '.join(unknown[:3])}; choose from {', '.join(COLUMNS)}.")
+    return tuple(methods)
+
+
+def _check_method_options(method_options) -> None:
+    """Known methods, known option names, values in ``OPTION_BOUNDS``, and options that fit together."""
+    if not isinstance(method_options, Mapping):
+        raise SettingsError("Method options must be a mapping from method names to their options.")
+    for method, options in method_options.items():
+        if _own_weights(method):
+            raise SettingsError(f"The options of {method} are the server's; a comparison cannot set them.")
+        checked = check_options(method, options)
+        try:
+            compressors.build(method, **checked)
+        except compressors.CompressionError as err:
+            raise SettingsError(
+                f"The {method} options do not fit together: {str(err).rstrip('.')}."
+            ) from None
+
+
+_OFFICIAL_WEIGHTS: dict[str, dict[str, str]] = {}
+
+
+def use_official_weights(name: str, *, checkpoint: str | os.PathLike, base_vlm: str | os.PathLike) -> None:
+    """Load the weights of the column ``name`` (``tempo-6b.official``) from elsewhere on this server.
+
+    The server maintainer's choice (and the tests', to point at a tiny local checkpoint), never a request's
+    or a run card's: without it, the weights are the registry's hub ids (``model_zoo.variants``).
+    """
+    model_zoo.get_variant(name)
+    _OFFICIAL_WEIGHTS[name] = {"checkpoint": str(checkpoint), "base_vlm": str(base_vlm)}
+
+
+def reset_official_weights() -> None:
+    """Back to the registry's weights for every column with weights of its own."""
+    _OFFICIAL_WEIGHTS.clear()
+
+
+def official_weights(name: str) -> dict[str, str]:
+    """``{"checkpoint": ..., "base_vlm": ...}`` of a column's own weights: the server's choice, else the registry's."""
+    variant = model_zoo.get_variant(name)
+    registry = {"checkpoint": variant.hub_id, "base_vlm": variant.options_dict()["base_vlm"]}
+    return dict(_OFFICIAL_WEIGHTS.get(name, registry))
 
 
 def parse_methods(text: str | Sequence[str]) -> tuple[str, ...]:

@@ -113,3 +113,37 @@ def test_a_compression_bomb_behind_a_link_is_one_sentence(client, hostile_server
     monkeypatch.setattr(urlguard, "is_forbidden", lambda ip: ip != loopback and real(ip))  # the app runs here
     message = _refusal(_compare, client, url=hostile_server.url("bomb"))
     assert "compressed answer unpacks to more than 16 MB" in message
+
+
+# --- run cards: the same bounds as the sliders ------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "words"),
+    [
+        ("segment_frames", 20000, "segment length"),
+        ("max_new_tokens", 10**9, "Max new tokens"),
+        ("seed", 2**70, "seed"),
+        ("fps", 1e308, "Frames per second"),
+        ("budget", 48.5, "visual-token budget"),
+    ],
+)
+def test_a_mutated_card_is_refused_on_the_page_with_one_sentence(client, tmp_path, field, value, words):
+    card = {
+        "schema_version": runcard.SCHEMA_VERSION,
+        "settings": {**Settings().to_dict(), field: value},
+        "video": {"fingerprint": "0" * 64, "source_url": "https://example.com/v.mp4"},
+        "question": "What is shown?",
+        "results": {},
+    }
+    path = tmp_path / "card.json"
+    path.write_text(json.dumps(card))
+    assert words in _refusal(client.predict, handle_file(str(path)), None, "", api_name="/rerun_card")
+
+
+def test_a_deeply_nested_card_is_refused_on_the_page_with_one_sentence(client, tmp_path):
+    path = tmp_path / "card.json"
+    path.write_text('{"settings": ' + "[" * 100_000 + "]" * 100_000 + "}")
+    assert "not a run card" in _refusal(
+        client.predict, handle_file(str(path)), None, "", api_name="/rerun_card"
+    )

@@ -127,10 +127,9 @@ def test_a_cards_source_url_must_be_a_web_link(source_url):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("source_url", ["/etc/passwd", "file:///etc/passwd"])
-def test_the_cli_replays_no_card_whose_source_url_is_a_path(tmp_path, source_url):
+def test_the_cli_replays_no_card_whose_source_url_is_a_path(tmp_path):
     card = tmp_path / "card.json"
-    card.write_text(json.dumps(_card(source_url)))
+    card.write_text(json.dumps(_card("/etc/passwd")))
     run = subprocess.run(
         [sys.executable, "cli.py", "replay", str(card)], cwd=ROOT, capture_output=True, text=True, timeout=120
     )
