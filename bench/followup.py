@@ -24,6 +24,7 @@ import common
 from compare import _settings, _video, settings_from, warm_up
 
 from pipeline import cache
+from pipeline.bounds import SETTING_BOUNDS
 
 GOAL = 0.3
 FIRST = "What happens in the video?"
@@ -59,7 +60,9 @@ def _reproducible(finished) -> dict:
 
 def run(args) -> dict:
     settings = settings_from(args)
-    rebudget = max(1, settings.budget * 3 // 4)
+    rebudget = settings.budget * 3 // 4  # another budget, within what a comparison may ask for
+    if rebudget < SETTING_BOUNDS["budget"].low:
+        rebudget = settings.budget + SETTING_BOUNDS["budget"].low
     video = args.video or common.generated_video(args.minutes * 60, size=(640, 360), fps=30, folder=args.out)
     warm_up(video, settings)
     rounds = [one_round(video, settings, rebudget) for _ in range(args.repeats)]
