@@ -14,10 +14,16 @@ Positions (``modeling_qwen3_vl.py``, ``get_rope_index``): text tokens advance by
 visual block starting at position p puts a token with local (t, h, w) at (p + t, p + h, p + w), and the
 text after it continues at p + max(local) + 1. For an uncompressed group (t = 0, merged grid h x w) that is
 exactly the stock rule (t = p, rows p.., cols p.., next text at p + max(h, w)).
+
+The user text (a visitor's question) is plain text: a special or added token's string typed in it
+(``<|video_pad|>``, ``<|im_start|>``, ``<|vision_start|>``) is encoded as the ordinary text ids of its
+characters (``encode_plain``), never as that token, so a question can neither add placeholders nor open a
+turn of its own. Only the chat template's own pieces and our timestamps are encoded with special tokens.
 """
 
 from __future__ import annotations
 
+import re
 import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -26,6 +32,7 @@ from typing import Protocol
 import torch
 
 VIDEO_PLACEHOLDER = "<|vision_start|><|video_pad|><|vision_end|>"
+_USER_SLOT = "\ue000user text\ue000"  # rendered in the user text's place, to cut the template around it
 
 
 class PromptError(ValueError):
@@ -148,6 +155,36 @@ def encode_text(tokenizer, text: str) -> list[int]:
     return list(ids)
 
 
+_ADDED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _added_tokens(tokenizer) -> re.Pattern | None:
+    """A pattern matching any added token's string (special or not), longest first; None when there are none."""
+    if tokenizer not in _ADDED:
+        strings = sorted((t for t in tokenizer.get_added_vocab() if len(t) > 1), key=len, reverse=True)
+        _ADDED[tokenizer] = re.compile("|".join(map(re.escape, strings))) if strings else None
+    return _ADDED[tokenizer]
+
+
+def plain_pieces(tokenizer, text: str) -> list[str]:
+    """``text`` cut just inside every added token's string it holds, so that no piece holds one whole.
+
+    Encoding the pieces one by one gives ordinary text ids only: the tokenizer matches an added token only
+    where its whole string appears. Text without such strings is one piece (its ids do not change).
+    """
+    pattern = _added_tokens(tokenizer)
+    cuts, found = [], pattern.search(text) if pattern else None
+    while found:
+        cuts.append(found.start() + 1)
+        found = pattern.search(text, found.start() + 1)
+    return [text[a:b] for a, b in zip([0, *cuts], [*cuts, len(text)], strict=True) if a < b]
+
+
+def encode_plain(tokenizer, text: str) -> list[int]:
+    """Token ids of ``text`` as plain text: typed special-token strings become ordinary text ids."""
+    return [i for piece in plain_pieces(tokenizer, text) for i in encode_text(tokenizer, piece)]
+
+
 def check_segments(segments: Sequence[VisualSegmentLike], *, hidden: int, levels: int) -> None:
     """Raise PromptError unless every segment has [K>0, hidden] embeds, [K, 3] positions, ``levels`` DeepStack."""
     if not segments:
@@ -182,7 +219,7 @@ def build_layout(
     chat suffix] with its positions. Raises PromptError when placeholders and tokens would not match."""
     hidden = segments[0].embeds.shape[-1] if segments else 0
     check_segments(segments, hidden=hidden, levels=deepstack_levels)
-    before, after = render_chat(tokenizer, user_text, system=system)
+    before, suffix = _template_around_user_text(tokenizer, system)
     builder = _LayoutBuilder()
     builder.text(encode_text(tokenizer, before) + ([ids.vision_start] if outer_vision_tokens else []))
     columns = []
@@ -192,11 +229,9 @@ def build_layout(
         builder.text([ids.vision_end])
     if outer_vision_tokens:
         builder.text([ids.vision_end])
-    user_ids, after_ids = encode_text(tokenizer, user_text), encode_text(tokenizer, after)
-    if after_ids[: len(user_ids)] != user_ids:
-        raise PromptError("the chat template must place the user text right after the video")
+    user_ids = encode_plain(tokenizer, user_text)
     start = builder.length
-    builder.text(after_ids)
+    builder.text(user_ids + encode_text(tokenizer, suffix))
     input_ids, positions, visual_mask = builder.tensors()
     layout = PromptLayout(
         input_ids=input_ids,
@@ -209,6 +244,14 @@ def build_layout(
     )
     check_placeholders(layout, ids)
     return layout
+
+
+def _template_around_user_text(tokenizer, system: str | None) -> tuple[str, str]:
+    """The chat text before the video and after the user text (its generation prompt), without the user text."""
+    before, after = render_chat(tokenizer, _USER_SLOT, system=system)
+    if not after.startswith(_USER_SLOT) or _USER_SLOT in before + after[len(_USER_SLOT) :]:
+        raise PromptError("the chat template must place the user text right after the video, once")
+    return before, after[len(_USER_SLOT) :]
 
 
 def check_placeholders(layout: PromptLayout, ids: SpecialIds) -> None:

@@ -61,7 +61,7 @@ from model_zoo.preprocess import (
     patchify,
     resize_frames,
 )
-from model_zoo.prompt import PromptLayout, SpecialIds, build_layout, encode_text
+from model_zoo.prompt import PromptLayout, SpecialIds, build_layout, encode_plain, encode_text
 from model_zoo.qwen3_vl import grid_positions
 
 HUB_ID = "Vision-CAIR/Tempo-6B"
@@ -845,8 +845,14 @@ class TempoOfficialModel:
 
     # ---------------------------------------------------------------- answering LLM
 
-    def _text_embeds(self, text: str) -> tuple[list[int], torch.Tensor]:
-        ids = encode_text(self.tokenizer, text)
+    def _text_embeds(self, text: str, *, question: str | None = None) -> tuple[list[int], torch.Tensor]:
+        """Ids and embeddings of ``text``; a ``{question}`` slot in it is filled as plain text (``encode_plain``:
+        special-token strings a visitor types stay text, never control tokens)."""
+        if question is None:
+            ids = encode_text(self.tokenizer, text)
+        else:
+            head, tail = text.split("{question}")
+            ids = encode_plain(self.tokenizer, head + question) + encode_text(self.tokenizer, tail)
         embed = self.modules.llm.get_input_embeddings()
         return ids, embed(torch.tensor(ids, dtype=torch.long, device=self.device))
 
@@ -858,7 +864,7 @@ class TempoOfficialModel:
         it) at ``centres[i]`` seconds; visual embeddings beyond ``context_limit - 16 - text`` are cut from the
         end (``prepare_inputs_labels_for_multimodal``)."""
         pre_ids, pre = self._text_embeds(ANSWER_PREFIX)
-        post_ids, post = self._text_embeds(ANSWER_SUFFIX.format(question=question))
+        post_ids, post = self._text_embeds(ANSWER_SUFFIX, question=question)
         sizes = [int(k.shape[0]) for k in kept]
         projected = list(self.modules.projector(torch.cat(list(kept)).to(self.device)).split(sizes))
         pieces, parts = [], []

@@ -230,10 +230,11 @@ def test_compressed_blocks_are_offset_like_an_image_and_text_continues_after_the
     assert layout.input_ids[layout.visual_mask].eq(backbone.ids.video_pad).all()
 
 
-def test_a_placeholder_inside_a_text_is_refused(backbone):
+def test_a_placeholder_typed_in_a_question_is_plain_text(backbone):
     _, segments = uncompressed(backbone, CLIPS[0])
-    with pytest.raises(PromptError, match="placeholder"):
-        backbone.generate("What is <|video_pad|>?", segments)
+    layout = backbone.layout(segments, "What is <|video_pad|>?")  # tests/test_hostile_questions.py: more
+    assert int((layout.input_ids == backbone.ids.video_pad).sum()) == layout.num_visual
+    assert backbone.generate("What is <|video_pad|>?", segments, max_new_tokens=2).token_ids
 
 
 def test_segments_without_deepstack_are_refused(backbone):
