@@ -86,8 +86,12 @@ def check_file(path: PathLike, limits: Limits | None = None) -> Path:
         raise VideoNotFoundError(
             f"The video file {p.name!r} was not found; check the path or upload it again."
         )
-    if not p.is_file():
+    if p.is_dir():
         raise NotAVideoError(f"{p.name!r} is a folder, not a video; upload a video file.")
+    if not p.is_file():
+        raise NotAVideoError(
+            f"{p.name!r} is a device or another special file, not a video; give a video file."
+        )
     size = p.stat().st_size
     if size == 0:
         raise EmptyFileError()
@@ -112,7 +116,31 @@ def _looks_like_container(path: Path) -> bool:
     return any(head[off : off + len(sig)] == sig for off, sig in _CONTAINER_SIGNATURES)
 
 
+# (offset, bytes, what it is) of image formats people mistake for videos: they get a sentence of their own.
+_IMAGE_SIGNATURES = (
+    (0, b"GIF8", "an animated GIF image"),
+    (0, b"\x89PNG", "a PNG image"),
+    (0, b"\xff\xd8\xff", "a JPEG image"),
+    (8, b"WEBP", "a WebP image"),
+)
+ACCEPTED_FORMATS = "MP4, WebM, MKV, MOV or AVI"
+
+
+def _image_kind(path: Path) -> str | None:
+    try:
+        with open(path, "rb") as f:
+            head = f.read(16)
+    except OSError:
+        return None
+    return next((kind for off, sig, kind in _IMAGE_SIGNATURES if head[off : off + len(sig)] == sig), None)
+
+
 def _open_error(path: Path) -> Exception:
+    image = _image_kind(path)
+    if image is not None:
+        return NotAVideoError(
+            f"This file is {image}, not a video; convert it to a video and upload an {ACCEPTED_FORMATS} file."
+        )
     if _looks_like_container(path):
         return CorruptVideoError()
     return NotAVideoError()

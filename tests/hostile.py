@@ -11,7 +11,9 @@ from __future__ import annotations
 import contextlib
 import gzip
 import http.server
+import io
 import os
+import random
 import subprocess
 import threading
 import urllib.parse
@@ -41,6 +43,17 @@ def encode(data: bytes, codings: list[str]) -> bytes:
     return data
 
 
+def png_bytes() -> bytes:
+    """A 64x48 PNG of noise (a few kB: cutting it anywhere past the header leaves it undecodable)."""
+    from PIL import Image
+
+    rng = random.Random(0)
+    image = Image.frombytes("RGB", (64, 48), bytes(rng.randrange(256) for _ in range(64 * 48 * 3)))
+    out = io.BytesIO()
+    image.save(out, format="PNG")
+    return out.getvalue()
+
+
 class _Handler(http.server.BaseHTTPRequestHandler):
     server: HostileServer._Server
 
@@ -51,7 +64,9 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         url = urllib.parse.urlsplit(self.path)
         query = dict(urllib.parse.parse_qsl(url.query))
         self.server.owner.requests.append(url.path)
-        getattr(self, "_route_" + url.path.strip("/").replace("-", "_"), self._missing)(query)
+        getattr(self, "_route_" + url.path.strip("/").replace("-", "_").replace(".", "_"), self._missing)(
+            query
+        )
 
     def _send(self, body: bytes, *, kind: str = "video/mp4", coding: str | None = None) -> None:
         self.send_response(200)
@@ -95,6 +110,16 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 
     def _route_redirect(self, query: dict) -> None:
         self._redirect(query["to"])
+
+    def _route_stream_m3u8(self, query: dict) -> None:
+        """A video offered only as an HLS stream (a playlist of one segment)."""
+        playlist = b"#EXTM3U\n#EXT-X-TARGETDURATION:2\n#EXTINF:2.0,\n/clip\n#EXT-X-ENDLIST\n"
+        self._send(playlist, kind="application/vnd.apple.mpegurl")
+
+    def _route_frame_png(self, query: dict) -> None:
+        """A small PNG, cut after `cut` bytes when given (what a file truncated by a concurrent write looks like)."""
+        data = png_bytes()
+        self._send(data[: int(query.get("cut", len(data)))], kind="image/png")
 
     def _route_clip(self, query: dict) -> None:
         self._send(self.server.owner.clip.read_bytes())
