@@ -168,8 +168,11 @@ def official_weights(name: str) -> dict[str, str]:
 
 def parse_methods(text: str | Sequence[str]) -> tuple[str, ...]:
     """``"espresso,tempo"`` or a list → a tuple in the page's column order, duplicates removed."""
-    names = [n.strip() for n in (text.split(",") if isinstance(text, str) else text) if n.strip()]
-    unknown = [n for n in names if n not in COLUMNS]
+    names = text.split(",") if isinstance(text, str) else text
+    if not isinstance(names, list | tuple) or not all(isinstance(n, str) for n in names):
+        raise SettingsError(f"Methods must be a list of names from {', '.join(COLUMNS)}.")
+    names = [n.strip() for n in names if n.strip()]
+    unknown = [n[:40] for n in names if n not in COLUMNS]
     if unknown:
-        raise SettingsError(f"Unknown method {', '.join(unknown)}; choose from {', '.join(COLUMNS)}.")
+        raise SettingsError(f"Unknown method {', '.join(unknown[:3])}; choose from {', '.join(COLUMNS)}.")
     return tuple(m for m in COLUMNS if m in names)

@@ -68,6 +68,8 @@ def is_url(source: str | os.PathLike) -> bool:
 
 
 def check_question(question: str) -> str:
+    if question is not None and not isinstance(question, str):  # an API caller's number, list, ...
+        raise QuestionError("The question must be text; type a question about the video.")
     question = (question or "").strip()
     if not question:
         raise QuestionError("Type a question about the video first.")

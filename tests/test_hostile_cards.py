@@ -18,8 +18,7 @@ from pathlib import Path
 import pytest
 
 import media
-from pipeline import compare as pc
-from pipeline import runcard
+from pipeline import official, runcard
 from pipeline import settings as ps
 from pipeline.bounds import SETTING_BOUNDS, SettingsError
 from pipeline.settings import Settings
@@ -77,7 +76,6 @@ MUTATIONS = [
     ("settings.budget", 48.5, "visual-token budget"),
     ("settings.budget", True, "visual-token budget"),
     ("settings.budget", "48", "visual-token budget"),
-    ("settings.budget", None, "visual-token budget"),
     ("settings.budget", [48], "visual-token budget"),
     ("settings.fps", 1e308, "Frames per second must be a number from 0.1 to 4"),
     ("settings.fps", math.inf, "Frames per second"),
@@ -193,7 +191,7 @@ def test_a_replayed_card_loads_the_registry_weights_not_the_cards(tmp_path, monk
         asked.append((checkpoint, base_vlm))
         raise OSError("no hub here")
 
-    monkeypatch.setattr(pc, "_official_model", refuse_to_load)
+    monkeypatch.setattr(official.RUNNER, "model", refuse_to_load)
     clip = make_clip(tmp_path / "clip.mp4", seconds=2, fps=4, size=(64, 48))
     card = _with_weights("attacker/any-repo")
     card["settings"] |= {"methods": [OFFICIAL], "max_frames": 4, "max_new_tokens": 1}
@@ -215,3 +213,26 @@ def test_the_cli_replays_no_mutated_card(tmp_path):
     )
     assert run.returncode == 2 and run.stdout == "" and is_one_sentence(run.stderr), run.stderr
     assert "seed" in run.stderr
+
+
+@pytest.mark.parametrize(
+    ("flags", "words"),
+    [
+        (["--seed", "-1"], "seed must be a whole number from 0 to 4294967295"),
+        (["--seed", str(2**70)], "seed must be"),
+        (["--fps", "inf"], "Frames per second must be a number from 0.1 to 4"),
+        (["--max-new-tokens", "1000000000"], "Max new tokens"),
+        (["--segment-frames", "20000"], "segment length"),
+        (["--methods", "uniform,nope"], "Unknown method nope"),
+        (["--budget", "abc"], "expected a positive number"),
+    ],
+)
+def test_the_cli_refuses_odd_values_with_exit_2_and_one_line(capsys, flags, words):
+    import cli
+
+    try:
+        code = cli.main(["compare", "--video", "clip.mp4", "--question", "What?", *flags])
+    except SystemExit as exit_:  # argparse's own refusal
+        code = exit_.code
+    err = capsys.readouterr().err
+    assert code == 2 and words in err and len(err.strip().splitlines()) == 1, err

@@ -21,7 +21,7 @@ from pipeline.compare import compare
 from pipeline.events import Finished
 from pipeline.limits import AppSettings
 from pipeline.request import Request
-from pipeline.settings import Settings
+from pipeline.settings import Settings, parse_methods
 from pipeline.video import is_url
 from ui.edge import at_the_edge
 from ui.scratch import ScratchDirs
@@ -94,17 +94,17 @@ def column_header(name: str) -> str:
 def settings_from(
     methods, backbone, budget, fps, max_frames, segment_frames, seed, max_new_tokens
 ) -> Settings:
-    """The comparison's settings from the page's inputs (None: the backbone's default)."""
-    whole = lambda v: None if v is None else int(v)  # noqa: E731
+    """The comparison's settings from the page's or the API's values as sent (None: the backbone's default):
+    ``Settings`` refuses a value out of bounds or of the wrong type with one sentence (``pipeline.bounds``)."""
     return Settings.for_backbone(
         backbone,
-        methods=[m for m in COLUMNS if m in (methods or [])],
-        budget=whole(budget),
-        fps=None if fps is None else float(fps),
-        max_frames=whole(max_frames),
-        segment_frames=whole(segment_frames),
-        seed=whole(seed),
-        max_new_tokens=whole(max_new_tokens),
+        methods=parse_methods(methods or []),
+        budget=budget,
+        fps=fps,
+        max_frames=max_frames,
+        segment_frames=segment_frames,
+        seed=seed,
+        max_new_tokens=max_new_tokens,
     )
 
 
