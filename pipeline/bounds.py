@@ -3,8 +3,8 @@
 The page's sliders show ``SETTING_BOUNDS`` (range and step), and ``Settings`` checks every value against it
 whoever sent it: the page, the API, the CLI or a run card. A card is untrusted input like any other, so
 its method options are checked too (``OPTION_BOUNDS``: known names, right types, sane ranges). A value out
-of bounds, of the wrong type (a bool or a float where a whole number belongs, text, None), NaN or infinite
-gets one sentence naming the setting and its valid range.
+of bounds, of the wrong type (a bool or a float where a whole number belongs, text), NaN or infinite gets
+one sentence naming the setting and its valid range.
 
 The upper bounds keep one request from holding the only GPU slot for minutes or allocating gigabytes:
 ``segment_frames: 20000`` or ``max_new_tokens: 10**9`` are refused before any work starts.
@@ -72,18 +72,18 @@ SETTING_BOUNDS: dict[str, Bound] = {
 #: Every option a comparison may set for a method (``Settings.method_options``), as the compressor's keyword.
 #: Whether the options fit together (XComp's windows in whole clips, say) is the compressor's own check.
 OPTION_BOUNDS: dict[str, dict[str, Bound]] = {
-    "espresso": {"spatial_share": Bound("espresso's spatial_share", float, 0.05, 0.95, 0.05)},
+    "espresso": {"spatial_share": Bound("Espresso's spatial_share", float, 0.05, 0.95, 0.05)},
     "xcomp": {
-        "tokens_per_frame": Bound("xcomp's tokens_per_frame", int, 1, 1024),
-        "window_frames": Bound("xcomp's window_frames", int, 1, 1024),
-        "window_stride": Bound("xcomp's window_stride", int, 1, 1024),
-        "clip_frames": Bound("xcomp's clip_frames", int, 1, 64),
-        "lp_comp": Bound("xcomp's lp_comp", bool),
+        "tokens_per_frame": Bound("XComp's tokens_per_frame", int, 1, 1024),
+        "window_frames": Bound("XComp's window_frames", int, 1, 1024),
+        "window_stride": Bound("XComp's window_stride", int, 1, 1024),
+        "clip_frames": Bound("XComp's clip_frames", int, 1, 64),
+        "lp_comp": Bound("XComp's lp_comp", bool),
     },
     "tempo": {
-        "min_tokens": Bound("tempo's min_tokens", int, 1, 1024),
-        "max_tokens": Bound("tempo's max_tokens", int, 1, 16384),
-        "batch_size": Bound("tempo's batch_size", int, 1, 64),
+        "min_tokens": Bound("Tempo's min_tokens", int, 1, 1024),
+        "max_tokens": Bound("Tempo's max_tokens", int, 1, 16384),
+        "batch_size": Bound("Tempo's batch_size", int, 1, 64),
     },
     "uniform": {},
     "pool": {},

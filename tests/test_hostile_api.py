@@ -7,6 +7,7 @@ a compression bomb behind a link.
 
 from __future__ import annotations
 
+import inspect
 import ipaddress
 import json
 import math
@@ -21,6 +22,7 @@ from pipeline import runcard
 from pipeline.settings import Settings
 from tests.app_server import running_app
 from tests.hostile import is_one_sentence
+from ui.page import Page
 
 pytestmark = pytest.mark.slow
 
@@ -152,18 +154,8 @@ def test_a_deeply_nested_card_is_refused_on_the_page_with_one_sentence(client, t
 
 # --- odd API values: one sentence each, naming the field -----------------------------------------------
 
-API_ORDER = (
-    "question",
-    "video",
-    "url",
-    "methods",
-    "backbone",
-    "budget",
-    "fps",
-    "max_frames",
-    "segment_frames",
-)
-API_ORDER += ("seed", "max_new_tokens")
+#: The typed /compare endpoint's parameters, in order (a raw call passes them by position).
+API_ORDER = tuple(inspect.signature(Page.compare_api).parameters)[1:]
 JSON = {"content-type": "application/json"}
 
 

@@ -94,8 +94,8 @@ MUTATIONS = [
     ("settings.backbone", 5, "Unknown backbone"),
     ("settings.method_options", [], "Method options must be a mapping"),
     ("settings.method_options.xcomp", [], "options of xcomp must be a mapping"),
-    ("settings.method_options.xcomp.window_frames", 10**9, "Xcomp's window_frames must be a whole number"),
-    ("settings.method_options.xcomp.lp_comp", 1, "Xcomp's lp_comp must be true or false"),
+    ("settings.method_options.xcomp.window_frames", 10**9, "XComp's window_frames must be a whole number"),
+    ("settings.method_options.xcomp.lp_comp", 1, "XComp's lp_comp must be true or false"),
     ("settings.method_options.xcomp.window_frames", 60, "xcomp options do not fit together"),
     ("settings.method_options.xcomp.evil", 1, "xcomp has no option evil"),
     ("settings.method_options.nope", {}, "There is no method nope"),
@@ -236,3 +236,18 @@ def test_the_cli_refuses_odd_values_with_exit_2_and_one_line(capsys, flags, word
         code = exit_.code
     err = capsys.readouterr().err
     assert code == 2 and words in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_every_compressor_option_is_bounded_and_every_registry_default_is_within_bounds():
+    import dataclasses
+
+    import compressors
+    import model_zoo
+    from pipeline.bounds import OPTION_BOUNDS, check_options
+
+    for name, cls in compressors.COMPRESSORS.items():
+        assert set(OPTION_BOUNDS[name]) == {f.name for f in dataclasses.fields(cls)}, name
+    for backbone in model_zoo.list_backbones():
+        settings = Settings.for_backbone(backbone, methods=list(compressors.COMPRESSORS))
+        for method in compressors.COMPRESSORS:
+            check_options(method, settings.options_for(method))
