@@ -20,6 +20,7 @@ _EXPORTS = {
     "read": "evaluation.benchmarks",
     "EvalResults": "evaluation.report",
     "ResultsError": "evaluation.report",
+    "find_results": "evaluation.report",
     "load_results": "evaluation.report",
     "EvalConfig": "evaluation.runner",
     "EvalError": "evaluation.runner",

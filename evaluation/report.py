@@ -11,7 +11,8 @@
 - ``eval_card.json``: what makes the run reproducible: commit, backbone (hub id, revision and the resolved
   snapshot), the annotation file's sha256, the settings, the world size and library versions.
 
-``load_results(folder)`` reads the three back (``EvalResults``).
+``load_results(folder)`` reads the three back (``EvalResults``); ``find_results(root)`` lists the finished
+folders under a root (the app's Evaluation tab shows a folder of them).
 """
 
 from __future__ import annotations
@@ -350,3 +351,9 @@ def load_results(folder: str | Path) -> EvalResults:
             f"{str(folder)!r} was written by another version (summary schema {summary.get('schema_version')!r})."
         )
     return EvalResults(folder, summary, card, predictions)
+
+
+def find_results(root: str | Path) -> list[Path]:
+    """Folders under ``root`` (itself included) that hold a ``summary.json``, in path order."""
+    root = Path(root)
+    return sorted(p.parent for p in root.rglob("summary.json") if (p.parent / "eval_card.json").is_file())

@@ -18,6 +18,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import av
+
 import media
 from evaluation import adapter, benchmarks, distributed, report, store
 from evaluation.benchmarks import Question
@@ -194,12 +196,14 @@ def _share(plan: Plan, process: distributed.Process) -> list[Path]:
 
 
 def _duration(path: Path, questions: list[Question]) -> float:
-    """The file's own duration when the benchmark gives it, else the probed one (0 when unreadable)."""
+    """The benchmark's own duration when it gives one, else the container header's (0 when unreadable):
+    every process reads it for every video, so nothing is decoded (``media.probe`` reads every packet)."""
     if questions[0].duration:
         return questions[0].duration
     try:
-        return media.probe(path).duration
-    except media.VideoError:
+        with av.open(str(path)) as container:
+            return float(container.duration or 0) / av.time_base
+    except (av.FFmpegError, OSError):
         return 0.0
 
 

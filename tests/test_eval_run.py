@@ -23,7 +23,7 @@ import torch
 import cli
 import evaluation
 import media
-from evaluation import adapter, benchmarks, store
+from evaluation import adapter, benchmarks, distributed, store
 from evaluation.runner import EvalConfig, make_plan
 from tests.videos import make_clip, write_garbage
 
@@ -140,6 +140,7 @@ def test_the_prompt_lists_the_options_and_the_summary_files_read_back(tmp_path, 
     assert results.card["backbone"]["name"] == "tiny-random" and "torch" in results.card["libraries"]
     assert results.card["settings"]["budgets"] == [16] and results.card["settings"]["max_new_tokens"] == 16
     assert len(results.predictions) == 2
+    assert evaluation.find_results(tmp_path) == [tmp_path / "out"]
     table = (tmp_path / "out" / "summary.md").read_text()
     assert "| espresso | 16 | 0.0 |" in table and "| uniform | 16 | 0.0 |" in table
     with pytest.raises(evaluation.ResultsError, match="no finished evaluation"):
@@ -377,3 +378,11 @@ def test_mlvu_videos_are_looked_up_beside_its_json_folder(tmp_path):
         plan = make_plan(EvalConfig(data=data, layout="mlvu", out=tmp_path / "out"))
         assert plan.video_root == tmp_path / "MLVU"
         assert list(plan.videos()) == [tmp_path / "MLVU" / "m.mp4"]  # missing: the plain path, to fail on
+
+
+def test_videos_go_longest_first_to_the_least_loaded_process():
+    videos = [("a", 10.0), ("b", 60.0), ("c", 30.0), ("d", 25.0), ("e", 5.0)]
+    assert distributed.assign(videos, 2) == [["b", "e"], ["c", "d", "a"]]
+    assert distributed.assign(videos, 1) == [["b", "c", "d", "a", "e"]]
+    # unknown lengths (0 s) are dealt out in file order, one each
+    assert distributed.assign([(n, 0.0) for n in "abcde"], 2) == [["a", "c", "e"], ["b", "d"]]
