@@ -36,9 +36,7 @@ class Answers:
     """Every method's answer to one prompt about one video."""
 
     sampled_times: list[float]  # timestamps (s) of the sampled frames, padding excluded
-    duration: float
     methods: dict[str, MethodAnswer]
-    shared_timings: dict  # probe, decode, encode (s): the work every method shares
 
 
 def answer(video: Path, prompt: str, settings: Settings, limits: media.Limits) -> Answers:
@@ -56,7 +54,7 @@ def answer(video: Path, prompt: str, settings: Settings, limits: media.Limits) -
     prepared = finished.prepared
     times = [round(float(t), 3) for t in prepared.frames.timestamps[: prepared.real_frames]]
     methods = {m: _method_answer(r) for m, r in finished.reports.items()}
-    return Answers(times, float(prepared.info.duration), methods, dict(finished.shared_timings))
+    return Answers(times, methods)
 
 
 def _method_answer(report: MethodReport) -> MethodAnswer:

@@ -187,16 +187,16 @@ def markdown(summary: dict) -> str:
         )
     if any(r["needle"] for r in summary["results"]):
         lines += ["", _needle_note(summary)]
-    for a in summary["aggregates"]:
-        if a is summary["aggregates"][0]:
-            lines += [
-                "",
-                f"## {a['name']} (mean over {a['over']})",
-                "",
-                "| method | budget | value | 95% CI |",
-                "|---|---:|---:|---|",
-            ]
-        lines.append(f"| {a['method']} | {a['budget']} | {_pct(a['value'])} | {_ci(a)} |")
+    if aggregates := summary["aggregates"]:
+        name, over = aggregates[0]["name"], aggregates[0]["over"]
+        lines += [
+            "",
+            f"## {name} (mean over {over})",
+            "",
+            "| method | budget | value | 95% CI |",
+            "|---|---:|---:|---|",
+        ]
+        lines += [f"| {a['method']} | {a['budget']} | {_pct(a['value'])} | {_ci(a)} |" for a in aggregates]
     lines += _group_tables(summary["groups"])
     return "\n".join(lines) + "\n"
 

@@ -279,14 +279,28 @@ def _record(plan, path, question, method, budget, answers: adapter.Answers, call
     }  # fmt: skip
 
 
+#: Frame timestamps here are rounded to 1 ms (``pipeline``'s frame references), a needle's span to 0.1 ms;
+#: frames of any video up to 250 fps are more than 4 ms apart, so a 2 ms shift decides every frame right.
+SPAN_TOLERANCE_S = 0.002
+
+
+def in_span(times: list[float] | None, span: tuple[float, float]) -> bool | None:
+    """Whether any of ``times`` is a frame of ``span`` [start, end) (None for None)."""
+    if times is None:
+        return None
+    start, end = span[0] - SPAN_TOLERANCE_S, span[1] - SPAN_TOLERANCE_S
+    return any(start <= t < end for t in times)
+
+
 def _needle(question: Question, sampled: list[float] | None, kept: list[float] | None) -> dict | None:
     """For a needle question: its span, whether any sampled frame fell inside it (else no method could keep
     one) and whether the method kept one (None when the method failed)."""
     if question.needle is None:
         return None
     start, end = question.needle
-
-    def inside(times):
-        return None if times is None else any(start <= t < end for t in times)
-
-    return {"start": start, "end": end, "sampled": inside(sampled), "kept": inside(kept)}
+    return {
+        "start": start,
+        "end": end,
+        "sampled": in_span(sampled, question.needle),
+        "kept": in_span(kept, question.needle),
+    }

@@ -23,7 +23,7 @@ import torch
 import cli
 import evaluation
 import media
-from evaluation import adapter, benchmarks, distributed, store
+from evaluation import adapter, benchmarks, distributed, runner, store
 from evaluation.runner import EvalConfig, make_plan
 from tests.videos import make_clip, write_garbage
 
@@ -60,7 +60,7 @@ class Scripted:
         self.reply, self.keep, self.calls = reply, keep, []
 
     def __call__(self, video, prompt, settings, limits) -> adapter.Answers:
-        info = media.probe(video)
+        media.probe(video)
         self.calls.append((Path(video).name, prompt, settings.methods, settings.budget))
         sampled = [k + 0.5 for k in range(8)]
         methods = {
@@ -70,7 +70,7 @@ class Scripted:
             )
             for m in settings.methods
         }  # fmt: skip
-        return adapter.Answers(sampled, info.duration, methods, {})
+        return adapter.Answers(sampled, methods)
 
 
 @pytest.fixture
@@ -386,3 +386,37 @@ def test_videos_go_longest_first_to_the_least_loaded_process():
     assert distributed.assign(videos, 1) == [["b", "c", "d", "a", "e"]]
     # unknown lengths (0 s) are dealt out in file order, one each
     assert distributed.assign([(n, 0.0) for n in "abcde"], 2) == [["a", "c", "e"], ["b", "d"]]
+
+
+def test_mlvu_summary_reports_m_avg_as_the_mean_of_its_task_accuracies(tmp_path, monkeypatch):
+    folder = tmp_path / "MLVU" / "json"
+    folder.mkdir(parents=True)
+    tasks = {"1_plotQA": ["p1.mp4", "p2.mp4", "p3.mp4"], "4_count": ["c1.mp4"]}
+    for task, videos in tasks.items():
+        (tmp_path / "MLVU" / "video" / task).mkdir(parents=True)
+        for v in videos:
+            make_clip(tmp_path / "MLVU" / "video" / task / v, 1, fps=4, size=(32, 32))
+        rows = [{"video": v, "question": f"{task}?", "candidates": ["x", "y"], "answer": "y",
+                 "question_type": task.split("_")[1]} for v in videos]  # fmt: skip
+        (folder / f"{task}.json").write_text(json.dumps(rows))
+    # right on every plotQA question, wrong on the one count question: pooled 3/4, M-Avg (1 + 0) / 2
+    fake = Scripted(reply=lambda prompt, method, budget: "B" if "plotQA" in prompt else "A")
+    monkeypatch.setattr(adapter, "answer", fake)
+    summary = evaluation.run(config(tmp_path / "MLVU", tmp_path / "out", layout="mlvu", budgets=(16,)))
+    accuracy = {r["method"]: r["accuracy"] for r in summary["results"]}
+    m_avg = {a["method"]: a["value"] for a in summary["aggregates"]}
+    assert accuracy == {"espresso": 0.75, "uniform": 0.75} and m_avg == {"espresso": 0.5, "uniform": 0.5}
+    assert {a["name"] for a in summary["aggregates"]} == {"M-Avg"}
+    tasks_rows = {(g["label"], g["method"]): g["accuracy"] for g in summary["groups"]}
+    assert tasks_rows[("plotQA", "uniform")] == 1.0 and tasks_rows[("count", "uniform")] == 0.0
+    assert "## M-Avg (mean over question_type)" in (tmp_path / "out" / "summary.md").read_text()
+
+
+def test_span_membership_survives_millisecond_rounding_at_30_fps():
+    # frames k / 30 s; the needle is frames 721..780 of a 30 fps video; timestamps rounded as the pipeline does
+    span = (round(721 / 30, 4), round(781 / 30, 4))
+    frame = {k: round(k / 30, 3) for k in (720, 721, 780, 781)}
+    assert frame[721] < span[0]  # rounding put the first needle frame 0.3 ms before the span's start
+    assert runner.in_span([frame[721]], span) and runner.in_span([frame[780]], span)
+    assert not runner.in_span([frame[720], frame[781]], span)
+    assert runner.in_span(None, span) is None
