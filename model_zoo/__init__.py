@@ -6,7 +6,7 @@ the backbone implements ``compressors.base.BackboneHooks`` structurally and take
 ``text``/``embeds``/``positions``/``deepstack``.
 """
 
-from model_zoo.engine import EngineError, KeepRule
+from model_zoo.engine_layers import EngineError, KeepRule
 from model_zoo.loading import (
     ModelLoadError,
     load_backbone,

@@ -67,10 +67,10 @@ def eager(sdpa):
     """A deep copy of the tiny backbone switched to eager attention (the cached one is left as it is)."""
     import copy
 
-    from model_zoo import engine
+    from model_zoo import engine_layers
 
     backbone = copy.copy(sdpa)
     backbone.model = copy.deepcopy(sdpa.model)
     backbone.model.set_attn_implementation("eager")
-    assert engine.text_model(backbone.model).config._attn_implementation == "eager"
+    assert engine_layers.attention_implementation(backbone.model) == "eager"
     return backbone

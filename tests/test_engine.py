@@ -18,7 +18,8 @@ from transformers.video_utils import VideoMetadata
 
 from compressors.base import EncodedVideo, VisualSegment, grid_positions, group_segment
 from model_zoo import TINY, EngineError, PromptError, load_backbone
-from model_zoo import engine as eng
+from model_zoo import engine_layers as layers
+from model_zoo import engine_probe as probe
 
 # (frames, height, width, fps): square, odd T (padded), resized down, longer and wider.
 CLIPS = [(2, 64, 64, 1.0), (5, 96, 128, 2.0), (8, 160, 90, 1.0), (12, 200, 300, 0.5)]
@@ -201,7 +202,7 @@ def test_eager_attention_gives_the_same_tokens(backbone):
     eager = copy.copy(backbone)
     eager.model = copy.deepcopy(backbone.model)
     eager.model.set_attn_implementation("eager")
-    assert eng.text_model(eager.model).config._attn_implementation == "eager"
+    assert layers.attention_implementation(eager.model) == "eager"
     _, segments = uncompressed(backbone, CLIPS[3])
     expected = backbone.generate(QUESTIONS[0], segments, max_new_tokens=16).token_ids
     assert eager.generate(QUESTIONS[0], segments, max_new_tokens=16).token_ids == expected
@@ -296,11 +297,11 @@ def test_cached_decoding_with_drops_equals_recomputing_the_whole_sequence(backbo
         ids = torch.cat([layout.input_ids, torch.tensor(tokens[:k], dtype=torch.long)])
         positions = torch.cat([layout.positions, (start + torch.arange(k)).expand(3, k)], dim=1)
         visual = torch.cat([layout.visual_mask, torch.zeros(k, dtype=torch.bool)])
-        state = eng.initial_state(model, ids[None], positions[:, None], visual[None], layout.embeds)
-        state, _ = eng.run_layers(
+        state = layers.initial_state(model, ids[None], positions[:, None], visual[None], layout.embeds)
+        state, _ = layers.run_layers(
             model, state, range(4), deepstack=layout.deepstack, keep=halve_then_last_five
         )
-        assert int(torch.argmax(eng.final_logits(model, state.hidden[0, -1]))) == expected
+        assert int(torch.argmax(layers.final_logits(model, state.hidden[0, -1]))) == expected
 
 
 def test_dropping_nothing_or_only_after_the_last_layer_changes_nothing(backbone):
@@ -332,17 +333,17 @@ def test_question_rows_attention_sums_to_one_over_all_columns(backbone):
     layout = backbone.layout(segments, QUESTIONS[0])
     length = layout.input_ids.numel()
     rows = torch.arange(*layout.user_span)
-    everything = eng.query_attention(
+    everything = probe.query_attention(
         backbone.model, layout, rows=rows, columns=[torch.arange(length)], layers=[0, 1, 2, 3], reduce="sum"
     )
     torch.testing.assert_close(everything, torch.ones(4, 1))
     thirds = torch.arange(length).tensor_split(3)
-    parts = eng.query_attention(
+    parts = probe.query_attention(
         backbone.model, layout, rows=rows, columns=thirds, layers=[1, 3], reduce="sum"
     )
     torch.testing.assert_close(parts.sum(-1), torch.ones(2))
     assert (parts >= 0).all()
-    future = eng.query_attention(
+    future = probe.query_attention(
         backbone.model,
         layout,
         rows=rows[:1],
@@ -360,8 +361,8 @@ def test_question_attention_matches_eager_attention_probabilities(backbone):
     _, segments = uncompressed(backbone, CLIPS[0])
     layout = backbone.layout(segments, QUESTIONS[1])
     length = layout.input_ids.numel()
-    hidden = eng.embed_sequence(eager, layout.input_ids[None], layout.visual_mask[None], layout.embeds)
-    out = eng.text_model(eager)(
+    hidden = layers.embed_sequence(eager, layout.input_ids[None], layout.visual_mask[None], layout.embeds)
+    out = layers.text_model(eager)(
         inputs_embeds=hidden,
         position_ids=layout.positions[:, None],
         visual_pos_masks=layout.visual_mask[None],
@@ -370,7 +371,7 @@ def test_question_attention_matches_eager_attention_probabilities(backbone):
     )
     assert len(out.attentions) == 4
     rows = torch.arange(*layout.user_span)
-    ours = eng.query_attention(
+    ours = probe.query_attention(
         backbone.model,  # sdpa: the probe must not rely on attention outputs
         layout,
         rows=rows,
@@ -389,7 +390,7 @@ def test_clip_attention_averages_question_attention_over_each_clips_tokens(backb
     assert scores.shape == (2, 3) and scores.dtype == torch.float32 and (scores > 0).all()
     layout = backbone.layout(segments, QUESTIONS[0])
     columns = [torch.cat(layout.segment_columns[a:b]) for a, b in [(0, 2), (2, 3), (3, 6)]]
-    expected = eng.query_attention(
+    expected = probe.query_attention(
         backbone.model, layout, rows=torch.arange(*layout.user_span), columns=columns, layers=[1, 3]
     )
     torch.testing.assert_close(scores, expected)

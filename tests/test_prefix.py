@@ -2,7 +2,7 @@
 
 A prompt is [chat prefix, visual tokens, question, chat suffix]; everything before the question is an
 ``engine.PrefixKV`` run once (``run_prefixes``) and extended by each question's own rows (``prefill_after``,
-``extend_last_logits``, masks from ``extend_masks``). The contract checked here, on the tiny model in fp32,
+``extend_last_logits``, the library's masks per layer). The contract checked here, on the tiny model in fp32,
 sdpa and eager: with a prefix store the greedy tokens equal the whole-prompt ones, a reused prefix gives the
 computed one's logits bit for bit, a follow-up question over a cached prefix equals a fresh prompt, keep rules
 survive the split, batches of found and missing prefixes equal each prompt alone, wrong prefixes and layouts are
@@ -20,8 +20,9 @@ import torch
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 
-from model_zoo import TINY, EngineError, load_backbone
+from model_zoo import TINY, EngineError, engine_probe, load_backbone
 from model_zoo import engine as eng
+from model_zoo.engine_layers import LayerMasks, cache_lengths, supports_masks, text_model
 from model_zoo.qwen3_vl import GenerationRequest
 from pipeline import cache
 from tests.test_engine import CLIPS, QUESTIONS, SYSTEM, WORDS, halve_then_last_five, uncompressed
@@ -206,14 +207,14 @@ def test_prefill_after_a_prefix_equals_the_whole_prefill(backbone, clip, keep):
     assert prefix.length == eng.prefix_length(layout) == layout.user_span[0]
     assert prefix.per_layer_visual == whole.per_layer_visual
     suffix = layout.input_ids.numel() - prefix.length
-    assert prefix.lengths() == [n - suffix for n in whole.cache.lengths()]
+    assert prefix.lengths() == [n - suffix for n in cache_lengths(whole.cache)]
     after = eng.prefill_after(model, layout, prefix, pad_id=backbone.ids.pad)
     assert after.per_layer_visual == whole.per_layer_visual
-    assert after.cache.lengths() == whole.cache.lengths()
+    assert cache_lengths(after.cache) == cache_lengths(whole.cache)
     torch.testing.assert_close(after.logits, whole.logits)
     for layer in range(backbone.num_layers):
-        torch.testing.assert_close(after.cache.keys[layer], whole.cache.keys[layer])
-        torch.testing.assert_close(after.cache.values[layer], whole.cache.values[layer])
+        torch.testing.assert_close(after.cache.layers[layer].keys, whole.cache.layers[layer].keys)
+        torch.testing.assert_close(after.cache.layers[layer].values, whole.cache.layers[layer].values)
     if keep is not None:
         assert len(set(whole.per_layer_visual)) > 1
 
@@ -323,7 +324,9 @@ def test_clip_attention_over_a_shallow_cached_prefix_equals_the_whole_sequence(b
         layout = backbone.layout(segments, question)
         columns = [torch.cat(layout.segment_columns[a:b]) for a, b in [(0, 2), (2, 3), (3, 6)]]
         rows = torch.arange(*layout.user_span)
-        expected = eng.query_attention(backbone.model, layout, rows=rows, columns=columns, layers=[0, 2])
+        expected = engine_probe.query_attention(
+            backbone.model, layout, rows=rows, columns=columns, layers=[0, 2]
+        )
         torch.testing.assert_close(scores, expected)
     assert store.puts == ["qc"]
     # a stored prefix too shallow for the layers asked is refused, not read past its depth
@@ -339,44 +342,47 @@ def zero_prefix(length: int, per_layer: list[int], heads: int = 2, dim: int = 4)
     return eng.PrefixKV(length, keys, [k.clone() for k in keys], list(per_layer))
 
 
-def test_extend_masks_let_each_row_see_its_own_prefix_and_the_new_rows_up_to_itself():
-    prefixes = [zero_prefix(5, [5, 3, 2]), zero_prefix(7, [7, 7, 1])]
+def visible(model, kv, padding, layer: int, rows: int, batch: int) -> torch.Tensor:
+    """Which keys each new row attends at ``layer`` [B, rows, keys], from the mask the engine hands the layer."""
+    mask = LayerMasks(model, kv, padding)(layer, torch.zeros(batch, rows, 8))
+    return mask[:, 0] if mask.dtype == torch.bool else mask[:, 0] == 0
+
+
+def test_padded_prefixes_let_each_row_see_its_own_prefix_and_the_new_rows_up_to_itself(sdpa, eager):
+    prefixes = [zero_prefix(5, [5, 3, 2, 2]), zero_prefix(7, [7, 7, 1, 1])]
     rows = 4
-    masks = eng.extend_masks(prefixes, rows, torch.zeros(1, dtype=torch.float32))
-    lowest = torch.finfo(torch.float32).min
-    assert len(masks) == 3
-    for layer, mask in enumerate(masks):
-        longest = max(p.lengths()[layer] for p in prefixes)
-        assert mask.shape == (2, 1, rows, longest + rows) and mask.dtype == torch.float32
-        for b, prefix in enumerate(prefixes):
-            own = prefix.lengths()[layer]
-            for i in range(rows):
-                seen = [j < own or longest <= j <= longest + i for j in range(longest + rows)]
-                expected = torch.tensor([0.0 if s else lowest for s in seen])
-                assert torch.equal(mask[b, 0, i], expected), (layer, b, i)
-    half = eng.extend_masks(prefixes[:1], 2, torch.zeros(1, dtype=torch.float16))
-    assert half[0].dtype == torch.float16 and half[0].min() == torch.finfo(torch.float16).min
-    assert torch.equal(
-        half[1][0, 0],
-        torch.tensor([[0.0] * 4 + [torch.finfo(torch.float16).min], [0.0] * 5], dtype=torch.float16),
-    )
+    for model in (sdpa.model, eager.model):
+        kv, padding = eng.prefix_cache(model, prefixes, rows)
+        assert padding[2] is padding[3], "layers with the same prefix lengths share one mask"
+        for layer in range(4):
+            longest = max(p.lengths()[layer] for p in prefixes)
+            assert kv.get_seq_length(layer) == longest
+            seen = visible(model, kv, padding, layer, rows, batch=2)
+            assert seen.shape == (2, rows, longest + rows)
+            for b, prefix in enumerate(prefixes):
+                own = prefix.lengths()[layer]
+                expected = [
+                    [j < own or longest <= j <= longest + i for j in range(longest + rows)]
+                    for i in range(rows)
+                ]
+                assert seen[b].tolist() == expected, (layer, b)
+    mask = LayerMasks(eager.model, kv, padding)(1, torch.zeros(2, rows, 8))
+    assert mask.dtype == torch.float32 and mask.min() == torch.finfo(torch.float32).min
+    assert torch.isfinite(mask).all(), "a masked key gets the most negative finite value, never -inf"
 
 
-def test_causal_mask_places_several_queries_after_cached_keys(sdpa, eager):
-    like = torch.zeros(1)
-    assert eng.causal_mask(sdpa.model, 4, 4, like) is None, "empty cache: the kernel's own is_causal"
-    assert (
-        eng.causal_mask(sdpa.model, 1, 9, like) is None and eng.causal_mask(eager.model, 1, 9, like) is None
+def test_several_queries_after_cached_keys_get_an_offset_causal_mask(sdpa, eager):
+    assert LayerMasks(sdpa.model, None)(0, torch.zeros(1, 4, 8)) is None, (
+        "no cache: the kernel's own is_causal"
     )
     for model in (sdpa.model, eager.model):
-        mask = eng.causal_mask(model, 3, 7, like)
-        assert mask.shape == (1, 1, 3, 7)
-        visible = mask[0, 0] == 0
-        assert visible.tolist() == [[j <= 4 + i for j in range(7)] for i in range(3)]
-    assert (
-        eng.causal_mask(eager.model, 4, 4, like)[0, 0].eq(0).tolist()
-        == torch.ones(4, 4).tril().bool().tolist()
-    )
+        prefix = zero_prefix(4, [4, 4, 4, 4])
+        kv, padding = eng.prefix_cache(model, [prefix], 3)
+        assert padding is None
+        seen = visible(model, kv, None, 0, 3, batch=1)[0]
+        assert seen.tolist() == [[j <= 4 + i for j in range(7)] for i in range(3)]
+    empty = visible(eager.model, None, None, 0, 4, batch=1)[0]
+    assert empty.tolist() == torch.ones(4, 4).tril().bool().tolist()
 
 
 # ---------------------------------------------------------------------------------------------- errors
@@ -431,8 +437,8 @@ def flash(sdpa, monkeypatch):
     monkeypatch.setitem(ALL_ATTENTION_FUNCTIONS, "flash_attention_2", flash_like)
     backbone = copy.copy(sdpa)
     backbone.model = copy.deepcopy(sdpa.model)
-    eng.text_model(backbone.model).config._attn_implementation = "flash_attention_2"
-    assert not eng.supports_masks(backbone.model) and eng.supports_masks(sdpa.model)
+    text_model(backbone.model).config._attn_implementation = "flash_attention_2"
+    assert not supports_masks(backbone.model) and supports_masks(sdpa.model)
     return backbone
 
 
