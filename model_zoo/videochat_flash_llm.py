@@ -39,10 +39,9 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 import torch
-from transformers import RepetitionPenaltyLogitsProcessor
+from transformers import DynamicCache, RepetitionPenaltyLogitsProcessor
 from transformers.models.qwen2.modeling_qwen2 import rotate_half
 
-from model_zoo.engine import LayerKV
 from model_zoo.tempo_official import AnswerStream
 from model_zoo.umt import TOKENS_PER_FRAME
 from model_zoo.videochat_flash_frames import CLIP_FRAMES
@@ -119,7 +118,7 @@ class Prefill:
     the visual tokens it saw."""
 
     logits: torch.Tensor | None
-    cache: LayerKV
+    cache: DynamicCache
     lengths: list[int]
     visual: list[int]
 
@@ -135,7 +134,7 @@ def prefill(
     """Run ``layers`` decoder layers (all by default; logits only then) with LP-Comp's ``drops``."""
     decoder = llm.model
     total = len(decoder.layers) if layers is None else layers
-    cache, lengths, visual = LayerKV(len(decoder.layers)), [], []
+    cache, lengths, visual = DynamicCache(), [], []  # one layer per decoder layer, each its own length
     hidden, n = prompt.embeds[None].to(llm.device, llm.dtype), TOKENS_PER_FRAME
     for j in range(total):
         if probe is not None:

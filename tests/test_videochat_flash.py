@@ -25,6 +25,7 @@ from model_zoo import ModelLoadError, umt
 from model_zoo import videochat_flash as vcf
 from model_zoo import videochat_flash_frames as plan
 from model_zoo import videochat_flash_llm as llm_ops
+from model_zoo.engine_layers import cache_lengths
 from model_zoo.tiny import build_tokenizer
 from model_zoo.umt import UMTConfig
 
@@ -506,7 +507,7 @@ def test_lp_comp_prefill_equals_a_naive_reference(xcomp_dirs):
         llm_ops.prefill(eager, prompt, model.drops).logits, state.logits, rtol=1e-4, atol=1e-4
     )
     text = prompt.length - 16 * 16
-    assert state.cache.lengths() == [text + 16 * n for n in layer_counts(LAYERS)] == state.lengths
+    assert cache_lengths(state.cache) == [text + 16 * n for n in layer_counts(LAYERS)] == state.lengths
 
 
 @torch.inference_mode()
