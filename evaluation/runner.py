@@ -243,6 +243,7 @@ def _sentence(err: Exception) -> str:
 
 
 def _base(plan: Plan, path: Path, question: Question, method: str, budget: int) -> dict:
+    """What every record says about its question (with the exact prompt, so a browser can re-ask it)."""
     try:
         video = str(path.relative_to(plan.video_root))
     except ValueError:
@@ -256,6 +257,9 @@ def _base(plan: Plan, path: Path, question: Question, method: str, budget: int) 
         "gold": question.answer,
         "n_options": len(question.options),
         "groups": dict(question.groups),
+        "question": question.question,
+        "options": list(question.options),
+        "prompt": build_prompt(question, style=plan.config.prompt, layout=plan.config.layout),
     }
 
 

@@ -133,6 +133,9 @@ def test_the_prompt_lists_the_options_and_the_summary_files_read_back(tmp_path, 
         "Question: Question 0 about a.mp4?\nOptions:\nA. red\nB. green\nC. blue\nD. white\n"
         "Answer with the option letter only."
     )
+    record = predictions(tmp_path / "out")[0]
+    assert record["prompt"] == scripted.calls[0][1] and record["options"] == ["red", "green", "blue", "white"]
+    assert record["question"] == "Question 0 about a.mp4?"
     results = evaluation.load_results(tmp_path / "out")
     assert results.summary["benchmark"]["sha256"] == benchmarks.file_hash(data)
     assert results.card["benchmark"]["sha256"] == benchmarks.file_hash(data)
