@@ -35,11 +35,13 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image
 from torch import nn
+
+from model_zoo.preprocess import VideoPreprocessConfig, normalize_frames, resize_frames
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+IMAGENET = VideoPreprocessConfig(image_mean=IMAGENET_MEAN, image_std=IMAGENET_STD)
 TOKENS_PER_FRAME = 16  # ``num_tome_tokens = 16 * num_frames`` (mm_projector_builder.py l. 153)
 PRETRAIN_FRAMES = 4  # ``ckpt_num_frame=4`` (vision_tower_builder.py l. 392): the table's pretraining length
 PRETRAIN_SIDE = 14  # ``P = 14 # checkpoint size`` (l. 256): 224 px / 16
@@ -78,14 +80,8 @@ class UMTConfig:
 
 def preprocess_frames(frames: np.ndarray, size: int) -> torch.Tensor:
     """[T, H, W, 3] uint8 RGB -> [T, 3, size, size] float32: PIL bicubic resize, /255 (in float64, as
-    transformers' ``rescale``), ImageNet ``(x - mean) / std`` in float32."""
-    resized = np.stack(
-        [np.asarray(Image.fromarray(f).resize((size, size), resample=Image.BICUBIC)) for f in frames]
-    )
-    scaled = (resized.astype(np.float64) * (1 / 255)).astype(np.float32)
-    mean = np.asarray(IMAGENET_MEAN, dtype=np.float32)
-    std = np.asarray(IMAGENET_STD, dtype=np.float32)
-    return torch.from_numpy(np.ascontiguousarray(((scaled - mean) / std).transpose(0, 3, 1, 2)))
+    transformers' ``rescale``), ImageNet ``(x - mean) / std`` in float32 (``model_zoo.preprocess``'s own)."""
+    return torch.from_numpy(normalize_frames(resize_frames(frames, (size, size)), IMAGENET))
 
 
 # ---------------------------------------------------------------------------------------------- encoder
@@ -277,20 +273,3 @@ def encode_frames(
     clips = pixels.reshape(clip_count(pixels.shape[0], f), f, *pixels.shape[1:])
     out = [projector(encoder(clips[i : i + batch]), f) for i in range(0, clips.shape[0], batch)]
     return torch.cat(out).reshape(-1, out[0].shape[-1])
-
-
-__all__ = [
-    "IMAGENET_MEAN",
-    "IMAGENET_STD",
-    "TOKENS_PER_FRAME",
-    "ToMeProjector",
-    "UMTConfig",
-    "UMTEncoder",
-    "bipartite_merge",
-    "clip_count",
-    "encode_frames",
-    "merge_steps",
-    "preprocess_frames",
-    "sinusoid_table",
-    "video_position_table",
-]

@@ -23,15 +23,18 @@ that many equal intervals; prompt ``<|im_start|>system\\nYou are a helpful assis
 <|im_end|>\\n<|im_start|>assistant\\n`` ("qwen_2" template); greedy decoding with the checkpoint's repetition
 penalty, stop at ``<|im_end|>`` / ``<|endoftext|>``.
 
-XComp as ``run.sh`` runs it: the base model's config and tokenizer with XComp's weights; LP-Comp in every
-forward; from 1024 sampled frames QC-Comp first scores them (``chat`` l. 1290-1350): segments of 512 + 64
+XComp as ``run.sh`` runs it: the base model's config, tokenizer and generation settings with XComp's
+``model.safetensors`` (its own config.json, if any, is not read: it says 8-frame clips, its training setting,
+where ``run.sh`` runs the base's 4); LP-Comp in every
+forward; from 1024 sampled frames QC-Comp first scores them (``chat`` l. 1274-1353): segments of 512 + 64
 frames every 512, cyclically, repeated ``duplicates`` times shifted by 8/d + 512/d frames; each segment runs
 the model (prefill) and scores its 8-frame clips at every layer (``videochat_flash_llm``); a frame's score sums
 over layers 6..23 its mean over the segments where its clip was not an edge clip; the best ``k`` frames,
 back in temporal order, are answered with.
 
-Departures (ours): bf16 on CUDA (the model card's dtype; the authors' eval scripts use fp16); the budget B
-caps the frames at 16 per token, in whole 8-frame units (k = B // 128 * 8): when more frames are sampled
+Departures (ours): bf16 on CUDA (the model card's dtype; the authors' eval scripts use fp16); frames come
+decoded by the caller and are taken as the video's, evenly spaced; the budget B allows k = B // 128 * 8
+frames (16 tokens each, whole 8-frame units): when more frames are sampled
 and QC-Comp does not run (fewer than 1024 frames, or VideoChat-Flash), the k frames are taken evenly from
 them (the authors would feed them all); a frame QC-Comp could not score ranks last (the authors divide by
 zero); scoring runs prefill only (the authors also decode a discarded answer).
@@ -476,27 +479,3 @@ def load_xcomp(
         base_dir, weights_dir, what="XComp", device=device, dtype=dtype, vision=vision, sampling=sampling,
         xcomp=options,
     )  # fmt: skip
-
-
-__all__ = [
-    "HUB_ID",
-    "LICENSE",
-    "REVISION",
-    "XCOMP_LICENSE",
-    "XCOMP_SAMPLING",
-    "XCOMP_WEIGHTS_URL",
-    "FlashRun",
-    "FlashRunError",
-    "SamplingRule",
-    "VideoChatFlash",
-    "VideoChatFlashLoadError",
-    "XCompOptions",
-    "frames_for_budget",
-    "load_videochat_flash",
-    "load_xcomp",
-    "middle_indices",
-    "official_frame_indices",
-    "qc_segments",
-    "read_config",
-    "select_frames",
-]

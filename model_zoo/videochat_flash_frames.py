@@ -4,7 +4,7 @@ and its frame choice.
 Authors' files (github.com/ZheyuAqaZhang/XComp, ``lmms-eval_videochat/benchmark_data/model/
 VideoChat-Flash-Qwen2_5-2B_res448_ver7/``): ``mm_utils.py`` ``get_frame_indices`` l. 58-150 (``dynamic_fps1``:
 8 x floor(fps x duration / 8) frames within [min, max], the middle frame of equal intervals) and
-``load_video`` l. 398-441 (repeats up to the minimum); ``modeling_videochat_flash.py`` ``chat`` l. 1290-1350
+``load_video`` l. 398-441 (repeats up to the minimum); ``modeling_videochat_flash.py`` ``chat`` l. 1274-1353
 (QC-Comp's cyclic segments and the per-frame aggregation of their clip scores, top ``EXTRA_PARAM_SELECT_AND_DROP``
 frames back in temporal order); ``my_scripts_XComp/run.sh`` (fps 8, at least 128 and at most 1024 frames).
 """
@@ -105,19 +105,3 @@ def select_frames(segments, scores, count: int, keep: int) -> tuple[list[int], l
         total = [s + (sum(v) / len(v) if v else -float("inf")) for s, v in zip(total, seen, strict=True)]
     order = sorted(range(count), key=lambda f: -total[f])
     return sorted(order[:keep]), total
-
-
-__all__ = [
-    "CLIP_FRAMES",
-    "FRAME_UNIT",
-    "VIDEOCHAT_FLASH_SAMPLING",
-    "XCOMP_SAMPLING",
-    "FlashRunError",
-    "SamplingRule",
-    "frame_count",
-    "frames_for_budget",
-    "middle_indices",
-    "official_frame_indices",
-    "qc_segments",
-    "select_frames",
-]

@@ -118,7 +118,7 @@ class Prefill:
     the visual tokens it saw."""
 
     logits: torch.Tensor | None
-    cache: DynamicCache
+    cache: DynamicCache | None
     lengths: list[int]
     visual: list[int]
 
@@ -131,10 +131,12 @@ Probe = Callable[[int, torch.Tensor, int], None]
 def prefill(
     llm, prompt: FlashPrompt, drops: dict[int, int], *, layers: int | None = None, probe: Probe | None = None
 ) -> Prefill:
-    """Run ``layers`` decoder layers (all by default; logits only then) with LP-Comp's ``drops``."""
+    """Run ``layers`` decoder layers (all by default: then the logits and a cache to decode from) with
+    LP-Comp's ``drops``."""
     decoder = llm.model
     total = len(decoder.layers) if layers is None else layers
-    cache, lengths, visual = DynamicCache(), [], []  # one layer per decoder layer, each its own length
+    cache = DynamicCache() if layers is None else None  # one layer per decoder layer, each its own length
+    lengths, visual = [], []
     hidden, n = prompt.embeds[None].to(llm.device, llm.dtype), TOKENS_PER_FRAME
     for j in range(total):
         if probe is not None:
@@ -148,7 +150,7 @@ def prefill(
             attention_mask=causal_mask(llm, length, hidden),
             position_embeddings=decoder.rotary_emb(hidden, positions),
             past_key_values=cache,
-            use_cache=True,
+            use_cache=cache is not None,
         )
         if j in drops:
             hidden, n = keep_suffix(hidden, prompt.start, prompt.frames, n, drops[j]), drops[j]
@@ -178,14 +180,12 @@ def decode_step(llm, token: int, step: int, state: Prefill) -> torch.Tensor:
 
 class FlashAnswer(AnswerStream):
     """The answer, streamed (``tempo_official.AnswerStream``'s text handling): greedy with the repetition
-    penalty, LP-Comp in prefill. ``stats`` adds ``layer_tokens``, the visual tokens each layer saw."""
+    penalty, LP-Comp in prefill. After prefill ``layer_tokens`` holds the visual tokens each layer saw."""
 
     def __init__(self, llm, tokenizer, prompt: FlashPrompt, *, drops, penalty, max_new_tokens, eos_ids):
         super().__init__(llm, tokenizer, prompt, max_new_tokens=max_new_tokens, eos_ids=eos_ids)
-        self.drops, self.penalty = (
-            drops,
-            RepetitionPenaltyLogitsProcessor(penalty) if penalty != 1.0 else None,
-        )
+        self.drops = drops
+        self.penalty = RepetitionPenaltyLogitsProcessor(penalty) if penalty != 1.0 else None
         self.layer_tokens: list[int] = []
 
     def _next(self, logits: torch.Tensor, tokens: list[int]) -> int:
@@ -251,9 +251,8 @@ def layer_clip_scores(
     per_clip = CLIP_FRAMES * n
     clips = prompt.frames // CLIP_FRAMES
     image_end = prompt.start + prompt.frames * n
-    user_end = prompt.user_end - prompt.frames * (
-        TOKENS_PER_FRAME - n
-    )  # the assistant turn moved left by the drops
+    # The assistant turn moved left by the tokens LP-Comp dropped so far.
+    user_end = prompt.user_end - prompt.frames * (TOKENS_PER_FRAME - n)
     found: list[list[float]] = [[] for _ in range(clips)]
     for w in clip_windows(clips, scheme.window, scheme.stride):
         first = prompt.start + w.start * per_clip
@@ -289,24 +288,3 @@ def segment_scores(
 
     prefill(llm, prompt, drops, layers=max(wanted) + 1, probe=probe)
     return found
-
-
-__all__ = [
-    "CLIP_FRAMES",
-    "EDGE_SCORE",
-    "FlashAnswer",
-    "FlashPrompt",
-    "LPCompError",
-    "Prefill",
-    "ScoreWindows",
-    "causal_mask",
-    "clip_windows",
-    "decode_step",
-    "keep_suffix",
-    "layer_clip_scores",
-    "layer_counts",
-    "lp_drops",
-    "prefill",
-    "segment_scores",
-    "window_attention",
-]

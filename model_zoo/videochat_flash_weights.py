@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import pickle
-import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,6 +18,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 
 from model_zoo.loading import ModelLoadError
+from model_zoo.tempo_official import summarize_keys
 
 #: What a broken or hostile weight file raises when opened or unpickled (weights_only refuses code).
 FILE_ERRORS = (OSError, SafetensorError, RuntimeError, ValueError, EOFError, pickle.UnpicklingError)
@@ -41,7 +41,7 @@ def weight_files(directory: Path) -> list[Path]:
                 weight_map = json.loads((directory / index).read_text())["weight_map"]
             except (OSError, ValueError, KeyError, TypeError) as exc:
                 raise VideoChatFlashLoadError(
-                    f"Cannot read the shard index {directory / index} ({exc})."
+                    f"Cannot read the shard index {directory / index} ({type(exc).__name__}: {first_line(exc)})."
                 ) from exc
             return [directory / name for name in sorted(set(weight_map.values()))]
         if (directory / single).exists():
@@ -106,16 +106,6 @@ class WeightSource:
                     targets[key].copy_(handle.get_tensor(key))
 
 
-def summarize_keys(keys: Iterable[str], *, limit: int = 8) -> str:
-    """Keys grouped by pattern, layer numbers as ``*``: ``model.layers.*.mlp.up_proj.weight (28 keys)``."""
-    groups: dict[str, list[str]] = {}
-    for key in sorted(keys):
-        groups.setdefault(re.sub(r"\.\d+\.", ".*.", key), []).append(key)
-    items = [names[0] if len(names) == 1 else f"{p} ({len(names)} keys)" for p, names in groups.items()]
-    more = f" and {len(items) - limit} more patterns" if len(items) > limit else ""
-    return ", ".join(items[:limit]) + more
-
-
 def check_names(where: str, what: str, found: Iterable[str], required: Iterable[str], optional=()) -> None:
     """One sentence naming the missing and unexpected keys, unless ``found`` matches ``required`` exactly."""
     found, required = set(found), set(required)
@@ -150,16 +140,9 @@ def load_strict(where: Path, what: str, targets: dict[str, torch.Tensor], option
     source = WeightSource.open(where)
     check_names(str(where), what, source.shapes, targets, optional)
     check_shapes(str(where), source.shapes, targets)
-    source.copy_into(targets)
-
-
-__all__ = [
-    "FILE_ERRORS",
-    "VideoChatFlashLoadError",
-    "WeightSource",
-    "check_names",
-    "check_shapes",
-    "load_strict",
-    "summarize_keys",
-    "weight_files",
-]
+    try:
+        source.copy_into(targets)
+    except FILE_ERRORS as exc:  # a shard truncated or changed after its header was read
+        raise VideoChatFlashLoadError(
+            f"Cannot read the weights in {where} ({type(exc).__name__}: {first_line(exc)})."
+        ) from exc

@@ -162,6 +162,12 @@ def model(checkpoint):
     return vcf.load_videochat_flash(checkpoint, device="cpu", vision=TINY_UMT)
 
 
+def answered(run) -> list[int]:
+    """The token ids of the whole answer (reading ``text`` runs the generation to its end)."""
+    assert isinstance(run.text, str)
+    return list(run.stream.token_ids)
+
+
 def xcomp_options(**changes) -> vcf.XCompOptions:
     """The authors' settings scaled to the tiny model: schedule and band from ``compressors.xcomp``."""
     authors = {"lp_schedule": tuple(lp_schedule(LAYERS)), "qc_layers": tuple(qc_layers(LAYERS))}
@@ -210,7 +216,7 @@ def test_budget_caps_the_frames_evenly_and_keeps_their_order(model):
 @pytest.mark.filterwarnings("ignore:Passing `repetition_penalty` with `inputs_embeds`")
 def test_no_compression_equals_stock_generate_token_for_token(model):
     run = model.run(frames_of(16, seed=3), 16.0, QUESTION, budget=4096, max_new_tokens=12)
-    ours = list(run.stream.token_ids) if run.text is not None else []
+    ours = answered(run)
     assert model.penalty == 1.1  # read from generation_config.json
     stock = model.modules.llm.generate(
         inputs_embeds=run.stream.prompt.embeds[None],
@@ -238,7 +244,7 @@ def test_repetition_penalty_decides_as_generate_does_when_it_matters(model):
     def answer(penalty: float):
         flat.penalty = penalty
         run = flat.run(frames_of(8), 8.0, QUESTION, budget=4096, max_new_tokens=8)
-        return run, list(run.stream.token_ids) if run.text is not None else []
+        return run, answered(run)
 
     _, plain = answer(1.0)
     run, ours = answer(50.0)
@@ -325,7 +331,7 @@ def test_missing_layers_are_grouped_and_shapes_are_checked(tmp_path):
     write_weights(directory, dropped, "safetensors")
     with pytest.raises(vcf.VideoChatFlashLoadError) as info:
         vcf.load_videochat_flash(directory, device="cpu", vision=TINY_UMT)
-    grouped = f"missing model.layers.*.mlp.up_proj.weight ({LAYERS} keys), {V}blocks.*.attn.q_bias (2 keys)."
+    grouped = f"missing model.layers.*.mlp.up_proj.weight ({LAYERS} keys); {V}blocks.*.attn.q_bias (2 keys)."
     assert grouped in str(info.value)
     state["model.norm.weight"] = torch.ones(7)
     write_weights(directory, state, "safetensors")
@@ -633,7 +639,7 @@ def test_xcomp_answers_from_the_frames_qc_comp_selects(xcomp_dirs, monkeypatch):
     ]
     finite = [s for s in run.frame_scores if s != float("-inf")]
     assert len(finite) == 64 and all(np.isfinite(finite))
-    assert run.text is not None and "select_s" in run.timings
+    assert answered(run) and "select_s" in run.timings
 
 
 def test_xcomp_below_the_qc_threshold_takes_the_budgets_frames_evenly(xcomp_dirs):
@@ -661,7 +667,7 @@ def test_bf16_runs_end_to_end_with_qc_comp(xcomp_dirs):
     )
     assert {t.dtype for t in model.modules.official_tensors().values()} == {torch.bfloat16}
     run = model.run(frames_of(64, seed=4), 64.0, QUESTION, budget=512, max_new_tokens=3)
-    assert run.text is not None and len(run.kept_frames) == 32 and run.frame_scores is not None
+    assert answered(run) and len(run.kept_frames) == 32 and run.frame_scores is not None
 
 
 def test_options_that_do_not_fit_the_model_are_refused_before_loading(xcomp_dirs):
