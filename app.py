@@ -20,6 +20,7 @@ import model_zoo
 from pipeline.cache import configure_caches
 from pipeline.limits import AppSettings
 from ui.page import Page
+from ui.scratch import remove_on_sigterm
 
 ROOT = Path(__file__).parent
 DEFAULT_BACKBONE = "qwen3vl-2b" if torch.cuda.is_available() else model_zoo.TINY
@@ -74,6 +75,7 @@ def main(argv: list[str] | None = None) -> None:
     print("Limits: " + ", ".join(f"{flag} {value}" for flag, value, _ in settings.rows()), flush=True)
     if spaces.config.Config.zero_gpu:  # ZeroGPU wants models placed at start-up, outside GPU functions
         model_zoo.load_backbone(args.backbone)
+    remove_on_sigterm()  # a Space is stopped with SIGTERM: scratch folders go then too
     launch(settings, backbone=args.backbone, host=args.host, port=args.port)
 
 

@@ -53,6 +53,7 @@ def account_generation(report: MethodReport, result, stats: dict, *, frames: int
         report.tokens["last_layer"] = int(per_layer[-1])
         report.tokens["mean_per_layer"] = round(sum(per_layer) / len(per_layer), 2)
     report.timings.update(prefill=stats.get("prefill_s"), decode=stats.get("decode_s"))
+    report.tokens["answer"] = int(stats.get("new_tokens", 0))  # tokens generated, EOS included
 
 
 def rounded(score: float | None) -> float | None:

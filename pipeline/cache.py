@@ -2,8 +2,9 @@
 
 Six caches, one per kind of shared work, each keyed by what decides its value:
 
-* ``PROBES``    file identity (path, device, inode, size, mtime) → (``VideoInfo``, content fingerprint);
-  saves re-reading every packet and re-hashing the file when the same upload gets a follow-up question;
+* ``PROBES``    file identity (path, device, inode, size, mtime) → content fingerprint, and
+  ("content", fingerprint) → ``VideoInfo``: a follow-up on the same file re-reads nothing, the same video
+  uploaded again (a new path: API clients send the file with every call) is hashed but not probed again;
 * ``FRAMES``    (fingerprint, sampling settings) → the sampled, segmented frames (uint8, CPU);
 * ``TOKENS``    (fingerprint, sampling settings, backbone, dtype) → the encoded visual tokens (CPU copy);
 * ``RELEVANCE`` (fingerprint, sampling settings, backbone, dtype, question, prompt args, which groups) →

@@ -32,16 +32,15 @@ def token_summary(report: MethodReport) -> str:
     return text
 
 
-def gallery_items(prepared: PreparedVideo, report: MethodReport, limit: int = GALLERY_LIMIT) -> list:
-    """(image [H, W, 3] uint8, caption) for the kept frames in temporal order, at most ``limit`` of them."""
+def gallery_frames(prepared: PreparedVideo, report: MethodReport, limit: int = GALLERY_LIMIT) -> list:
+    """(position in the sampled frames, caption) of the kept frames in temporal order, at most ``limit``."""
     kept = report.kept
     if len(kept) > limit:
         kept = [kept[i] for i in np.linspace(0, len(kept) - 1, limit).round().astype(int)]
-    items = []
-    for p in kept:
-        ref = prepared.frame_ref(p)
-        items.append((prepared.frames.frames[p], f"{ref['timestamp']:.1f} s · frame {ref['index']}"))
-    return items
+    refs = [prepared.frame_ref(p) for p in kept]
+    return [
+        (p, f"{ref['timestamp']:.1f} s · frame {ref['index']}") for p, ref in zip(kept, refs, strict=True)
+    ]
 
 
 def tokens_frame(reports: Mapping[str, MethodReport]) -> pd.DataFrame:
@@ -61,25 +60,50 @@ def tokens_frame(reports: Mapping[str, MethodReport]) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["bar", "kind", "tokens"])
 
 
-def timings_frame(reports: Mapping[str, MethodReport], shared: Mapping[str, float]) -> pd.DataFrame:
-    """One row per method: shared decode/encode seconds, its own compress/answer seconds, what it took from
-    the caches (a follow-up is faster partly because of them), memory."""
+#: The timings table's columns: model time per method (the video's decode and encode are shared by all),
+#: page time (preparing images, charts and the run card for the page), memory, what came from the caches.
+TIMINGS_COLUMNS = [
+    "method",
+    "kind",
+    "decode s",
+    "encode s",
+    "compress s",
+    "prefill s",
+    "answer s",
+    "page s",
+    "memory MB",
+    "memory kind",
+    "from caches",
+]
+
+
+def timings_frame(
+    reports: Mapping[str, MethodReport], shared: Mapping[str, float], *, page_s: float | None = None
+) -> pd.DataFrame:
+    """One "model" row per method: the shared decode/encode seconds, its own compress, prefill and answer
+    seconds (answer = prefill + its decode steps), what it took from the caches (a follow-up is faster partly
+    because of them), memory; then, when ``page_s`` is given, one "page" row: the seconds spent turning the
+    results into what the page shows (images, charts, run card), which is no model's time."""
     rows = []
     for method, r in reports.items():
         memory = r.memory.get("peak_mb", r.memory.get("rss_mb"))
         rows.append(
             {
                 "method": method,
+                "kind": "model",
                 "decode s": _s(shared.get("decode")),
                 "encode s": _s(shared.get("encode")),
                 "compress s": _s(r.timings.get("compress")),
+                "prefill s": _s(r.timings.get("prefill")),
                 "answer s": _s(r.timings.get("answer")),
                 "memory MB": memory,
                 "memory kind": "peak GPU" if "peak_mb" in r.memory else "process RSS",
                 "from caches": ", ".join(r.timings.get("reused", [])) or "–",
             }
         )
-    return pd.DataFrame(rows)
+    if page_s is not None:
+        rows.append({"method": "page", "kind": "page", "page s": _s(page_s), "from caches": "–"})
+    return pd.DataFrame(rows, columns=TIMINGS_COLUMNS)
 
 
 def _s(value) -> float | None:
@@ -88,19 +112,22 @@ def _s(value) -> float | None:
 
 def timeline_figure(prepared: PreparedVideo, reports: Mapping[str, MethodReport]):
     """Per method, a row over the video's time: tokens given to each segment (bars), relevance (line),
-    and the kept frames (ticks)."""
-    import matplotlib
+    and the kept frames (ticks).
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    A bare ``Figure`` (no pyplot: no global figure registry, safe from several threads) with fixed margins:
+    ``tight_layout`` measured the text of every row again and cost more than everything else on the page.
+    """
+    from matplotlib.figure import Figure
 
     shown = [r for r in reports.values() if not r.error]
-    fig, axes = plt.subplots(max(1, len(shown)), 1, figsize=(10, 1.6 * max(1, len(shown))), sharex=True)
-    axes = np.atleast_1d(axes)
+    rows = max(1, len(shown))
+    height = 0.3 + 1.4 * rows + 0.5  # inches: top margin, one row each, the time axis
+    fig = Figure(figsize=(10, height))
+    fig.subplots_adjust(left=0.13, right=0.95, top=1 - 0.3 / height, bottom=0.5 / height, hspace=0.35)
+    axes = np.atleast_1d(fig.subplots(rows, 1, sharex=True))
     for ax, r in zip(axes, shown, strict=False):
         _timeline_row(ax, prepared, r)
     axes[-1].set_xlabel("time (s)")
-    fig.tight_layout()
     return fig
 
 

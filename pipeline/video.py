@@ -6,6 +6,7 @@ question on the same file skips them.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 from collections.abc import Iterator
@@ -134,14 +135,20 @@ def _sample(path: Path, settings: Settings, limits: media.Limits) -> tuple:
 
 
 def _probe(path: Path) -> tuple[media.VideoInfo, str]:
-    """``media.probe`` and ``media.fingerprint`` of ``path``, remembered while the file is unchanged."""
+    """``media.probe`` and ``media.fingerprint`` of ``path``: the fingerprint remembered while the file is
+    unchanged (same path, inode, size, mtime), the probe while the content is (a second upload of the same
+    video, under another name, is hashed but not probed again)."""
     try:
-        key = cache.file_identity(path)
+        identity = cache.file_identity(path)
     except OSError:  # missing or unreadable: media.probe raises the one-sentence VideoError for it
-        key = None
-    known = None if key is None else cache.PROBES.get(key)
-    if known is None:
-        known = (media.probe(path), media.fingerprint(path))
-        if key is not None:
-            cache.PROBES.put(key, known)
-    return known
+        identity = None
+    fingerprint = None if identity is None else cache.PROBES.get(identity)
+    if fingerprint is None:
+        fingerprint = media.fingerprint(path)
+        if identity is not None:
+            cache.PROBES.put(identity, fingerprint)
+    info = cache.PROBES.get(("content", fingerprint))
+    if info is None:
+        info = media.probe(path)
+        cache.PROBES.put(("content", fingerprint), info)
+    return dataclasses.replace(info, path=str(path)), fingerprint

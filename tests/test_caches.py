@@ -249,6 +249,16 @@ def test_a_file_changed_in_place_is_probed_again(tmp_path, calls):
     assert calls["probe"] == 2 and fingerprint != first[1] and info.duration > first[0].duration
 
 
+def test_the_same_video_uploaded_again_under_another_name_is_hashed_but_not_probed_again(tmp_path, calls):
+    path = make_clip(tmp_path / "v.mp4", seconds=3, fps=8, size=(128, 96))
+    copy = tmp_path / "again.mp4"
+    copy.write_bytes(path.read_bytes())
+    info, fingerprint = video._probe(path)
+    again, same = video._probe(copy)
+    assert same == fingerprint and calls["probe"] == 1 and calls["fingerprint"] == 2
+    assert again.path == str(copy) and dataclasses.replace(again, path=info.path) == info
+
+
 def test_a_missing_file_is_still_the_plain_video_error(tmp_path):
     with pytest.raises(media.VideoNotFoundError):
         video._probe(tmp_path / "no-such-video.mp4")

@@ -24,6 +24,7 @@ from pipeline.request import Request
 from pipeline.settings import Settings, parse_methods
 from pipeline.video import is_url
 from ui.edge import at_the_edge
+from ui.frames import FrameImages
 from ui.scratch import ScratchDirs
 from ui.updates import ColumnOutputs, Outputs, Updates
 
@@ -31,6 +32,11 @@ TINY_BANNER = (
     "⚠️ **The `tiny-random` backbone has random weights: its answers are noise.** It is here so the page "
     "works offline and for testing; pick a Qwen3-VL backbone for real answers."
 )
+#: How running events show progress: our status line says each step; Gradio's full overlay animates every
+#: output while tokens stream, which kept a browser's CPU busy (measured: more than a core on this machine).
+PROGRESS = "minimal"
+#: Gradio's cache (uploads and the files handed out) is swept every 10 minutes of what is older than an hour.
+UPLOAD_LIFETIME = (600, 3600)
 INTRO = (
     "# Long-Video Token Compression Arena\n"
     "One video, one question, one backbone, one visual-token budget: see how **Espresso**, **XComp** "
@@ -113,8 +119,9 @@ class Page:
 
     def __init__(self, settings: AppSettings, backbone: str, examples: list[list] | None = None) -> None:
         self.settings, self.backbone, self.examples = settings, backbone, examples or []
-        self.sources = ScratchDirs("arena-src-", keep=4)
-        self.files = ScratchDirs("arena-out-", keep=32)
+        self.sources = ScratchDirs("arena-src-")  # downloaded videos, kept for "Kept moments"
+        self.files = ScratchDirs("arena-out-")  # run cards, gallery frames, clips
+        self.images = FrameImages()
         self.out: Outputs | None = None
 
     # --- handlers -----------------------------------------------------------------------------------
@@ -145,7 +152,7 @@ class Page:
             methods, backbone, budget, fps, max_frames, segment_frames, seed, max_new_tokens
         )
         events = compare(self.request(_source(video, url), question, settings))
-        yield from Updates(self.out, self.files).stream(events, question, settings, progress)
+        yield from Updates(self.out, self.files, self.images).stream(events, question, settings, progress)
 
     def compare_api(
         self,
@@ -200,7 +207,9 @@ class Page:
         source = runcard.source_of(card, video or typed)
         settings = runcard.settings_of(card)
         events = compare(self.request(source, card["question"], settings))
-        yield from Updates(self.out, self.files).stream(events, card["question"], settings, progress, card)
+        yield from Updates(self.out, self.files, self.images).stream(
+            events, card["question"], settings, progress, card
+        )
 
     def kept_moments(self, method: str, state: dict | None):
         """A short MP4 of what ``method`` looked at: about a second around each kept frame, in order."""
@@ -224,7 +233,7 @@ class Page:
 
     def build(self) -> gr.Blocks:
         defaults = Settings(backbone=self.backbone)
-        with gr.Blocks(title="Long-Video Token Compression Arena") as demo:
+        with gr.Blocks(title="Long-Video Token Compression Arena", delete_cache=UPLOAD_LIFETIME) as demo:
             gr.Markdown(INTRO)
             tiny = model_zoo.get_backbone_spec(self.backbone).hub_id is None
             banner = gr.Markdown(TINY_BANNER, visible=tiny, elem_id="tiny-banner")
@@ -249,16 +258,32 @@ class Page:
                 backbone = gr.Dropdown(
                     choices=backbone_choices(), value=self.backbone, label="Backbone", elem_id="backbone"
                 )
-                budget = gr.Slider(16, 16384, value=defaults.budget, step=16, label="Visual-token budget")
+                budget = gr.Slider(
+                    16, 16384, value=defaults.budget, step=16, label="Visual-token budget", elem_id="budget"
+                )
                 with gr.Accordion("Advanced", open=False):
-                    fps = gr.Slider(0.1, 4, value=defaults.fps, step=0.1, label="Frames per second")
-                    max_frames = gr.Slider(2, 1024, value=defaults.max_frames, step=2, label="Max frames")
-                    segment_frames = gr.Slider(
-                        2, 32, value=defaults.segment_frames, step=2, label="Segment length"
+                    fps = gr.Slider(
+                        0.1, 4, value=defaults.fps, step=0.1, label="Frames per second", elem_id="fps"
                     )
-                    seed = gr.Number(value=defaults.seed, precision=0, label="Seed")
+                    max_frames = gr.Slider(
+                        2, 1024, value=defaults.max_frames, step=2, label="Max frames", elem_id="max-frames"
+                    )
+                    segment_frames = gr.Slider(
+                        2,
+                        32,
+                        value=defaults.segment_frames,
+                        step=2,
+                        label="Segment length",
+                        elem_id="segment-frames",
+                    )
+                    seed = gr.Number(value=defaults.seed, precision=0, label="Seed", elem_id="seed")
                     max_new_tokens = gr.Slider(
-                        1, 512, value=defaults.max_new_tokens, step=1, label="Max new tokens"
+                        1,
+                        512,
+                        value=defaults.max_new_tokens,
+                        step=1,
+                        label="Max new tokens",
+                        elem_id="max-new-tokens",
                     )
                 with gr.Row():
                     run = gr.Button("Compare", variant="primary", elem_id="compare")
@@ -305,15 +330,19 @@ class Page:
             api_name="compare_page",
             api_visibility="undocumented",
             concurrency_id="gpu",
+            show_progress=PROGRESS,
         )
         gr.api(at_the_edge(self.compare_api), api_name="compare", concurrency_id="gpu")
-        question.submit(compare_, inputs, outputs, api_name=False, concurrency_id="gpu")
+        question.submit(
+            compare_, inputs, outputs, api_name=False, concurrency_id="gpu", show_progress=PROGRESS
+        )
         self.rerun.click(
             at_the_edge(self.rerun_card),
             [self.card_in, video, url],
             outputs,
             api_name="rerun_card",
             concurrency_id="gpu",
+            show_progress=PROGRESS,
         )
         shown = at_the_edge(self.shown_columns)
         methods.change(shown, methods, list(boxes.values()), api_name=False, show_progress="hidden")

@@ -1,16 +1,19 @@
 """A comparison's events turned into updates of the page's components.
 
-``Updates`` knows the page's components (``Outputs``) and nothing about how they are laid out. Answer text is
-throttled: while tokens stream, the answers that grew are sent together at most every ``interval`` seconds
-(the final text always goes out with its column's report), because every update is a message to the
-browser or API client with every output it changes.
+``Updates`` knows the page's components (``Outputs``) and nothing about how they are laid out. The comparison
+runs in a thread of its own and the page takes its events in batches, one update per batch, at most one
+every ``interval`` seconds (``batches``): while tokens stream, each column's latest text goes out about ten
+times a second, and the final text always goes out with its column's report.
 """
 
 from __future__ import annotations
 
+import contextvars
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from queue import Queue
 
 import gradio as gr
 
@@ -18,6 +21,7 @@ from pipeline import report as rp
 from pipeline import runcard
 from pipeline.events import AnswerDelta, Event, Finished, MethodDone, MethodReport, Progress
 from pipeline.settings import Settings
+from ui.frames import FrameImages
 from ui.scratch import ScratchDirs
 
 
@@ -71,15 +75,18 @@ class Outputs:
 class Updates:
     """Turns the events of one comparison into dicts of component updates (see the module docstring)."""
 
-    def __init__(self, outputs: Outputs, files: ScratchDirs, *, interval: float = 0.1) -> None:
-        self.out, self.files, self.interval = outputs, files, interval
+    def __init__(
+        self, outputs: Outputs, files: ScratchDirs, images: FrameImages, *, interval: float = 0.1
+    ) -> None:
+        self.out, self.files, self.images, self.interval = outputs, files, images, interval
 
     def stream(self, events, question: str, settings: Settings, progress, old_card=None) -> Iterator[dict]:
+        """One update per batch of events (``batches``): the comparison runs on while the page sends."""
         yield {self.out.status: "Starting…", **self.blank(settings)}
-        self._pending: dict[str, str] = {}  # answers grown since the last update
-        self._sent = 0.0
-        for event in events:
-            update = self._update(event, question, settings, progress, old_card)
+        for batch in batches(events, self.interval):
+            update: dict = {}
+            for event in batch:
+                update.update(self._update(event, question, settings, progress, old_card) or {})
             if update:
                 yield update
 
@@ -87,15 +94,9 @@ class Updates:
         if isinstance(event, Progress):
             progress(event.fraction, desc=event.message)
             return {self.out.status: event.message}
-        if isinstance(event, AnswerDelta):
-            self._pending[event.method] = event.text
-            if time.monotonic() - self._sent < self.interval:
-                return None
-            self._sent = time.monotonic()
-            grown, self._pending = self._pending, {}
-            return {self.out.columns[m].answer: text for m, text in grown.items()}
+        if isinstance(event, AnswerDelta):  # later text in the same batch replaces earlier text
+            return {self.out.columns[event.method].answer: event.text}
         if isinstance(event, MethodDone):
-            self._pending.pop(event.report.method, None)  # its report carries the final text
             return self.column_done(event.report)
         if isinstance(event, Finished):
             return self.finished(event, question, settings, old_card)
@@ -107,8 +108,7 @@ class Updates:
             updates[col.answer] = "" if method in settings.methods else "(not selected)"
             updates[col.tokens] = ""
             updates[col.gallery] = None
-            updates[col.moments] = gr.update(value=None, visible=False)
-            updates[col.moments_btn] = gr.update(interactive=False)
+            updates[col.moments] = None  # plain values: a property update (gr.update) costs a config rebuild
         return updates
 
     def column_done(self, report: MethodReport) -> dict:
@@ -119,25 +119,84 @@ class Updates:
         }
 
     def finished(self, event: Finished, question: str, settings: Settings, old_card: dict | None) -> dict:
+        """Every result output (only what changed: columns not run were blanked when the run started)."""
+        started = time.perf_counter()
+        folder = self.files.new()  # this request's own: its run card and the frames its galleries show
         card = runcard.build(event, question, settings)
-        card_path = self.files.new() / f"run-card-{card['video']['fingerprint'][:10]}.json"
-        runcard.save(card, card_path)
+        card_path = runcard.save(card, folder / f"run-card-{card['video']['fingerprint'][:10]}.json")
         out = self.out
         updates = {
             out.status: status_line(event, old_card, card),
             out.tokens_plot: rp.tokens_frame(event.reports),
             out.timeline_plot: rp.timeline_figure(event.prepared, event.reports),
-            out.timings_table: rp.timings_frame(event.reports, event.shared_timings),
             out.card_file: str(card_path),
             out.last_run: {"path": str(event.prepared.path), "kept": kept_times(event)},
-            **self.blank(settings),
         }
         for method, report in event.reports.items():
-            updates.update(self.column_done(report))  # every output final, so an API caller gets it all
+            updates.update(self.column_done(report))
             col = out.columns[method]
-            updates[col.gallery] = rp.gallery_items(event.prepared, report)
-            updates[col.moments_btn] = gr.update(interactive=bool(report.kept) and not report.error)
+            updates[col.gallery] = self.images.gallery(event.prepared, report, folder)
+        page_s = time.perf_counter() - started
+        updates[out.timings_table] = rp.timings_frame(event.reports, event.shared_timings, page_s=page_s)
         return updates
+
+
+def batches(events: Iterator[Event], interval: float) -> Iterator[list[Event]]:
+    """The events, in order, in batches at most one per ``interval`` seconds (the first at once).
+
+    The events are produced in a thread of their own, so the comparison never waits while the page turns a
+    batch into an update and sends it (a generator handler is paused between its updates; streaming every
+    token that way made the model run at the page's pace). Exceptions reach the caller in order; when the
+    caller stops early (the visitor left), the producer stops at its next event and closes ``events``.
+    """
+    queue: Queue = Queue()
+    stop = threading.Event()
+    context = contextvars.copy_context()  # the request's context (ZeroGPU's GPU call reads it)
+
+    def produce() -> None:
+        try:
+            for event in events:
+                queue.put(("event", event))
+                if stop.is_set():
+                    break
+        except BaseException as err:  # handed to the consumer, raised there
+            queue.put(("error", err))
+        finally:
+            events.close()
+            queue.put(("end", None))
+
+    thread = threading.Thread(target=context.run, args=(produce,), daemon=True, name="comparison")
+    thread.start()
+    try:
+        last = -interval
+        while True:
+            batch, end = _drain(queue, wait=max(0.0, last + interval - time.monotonic()))
+            last = time.monotonic()
+            if batch:
+                yield batch
+            if isinstance(end, BaseException):
+                raise end
+            if end:
+                return
+    finally:
+        stop.set()
+
+
+def _drain(queue: Queue, wait: float) -> tuple[list[Event], bool | BaseException]:
+    """Sleep ``wait`` seconds, then take everything queued (waiting for one item if there is none): the
+    events, and whether the stream ended there (True, or the exception it ended with)."""
+    time.sleep(wait)
+    items = [queue.get()]
+    while not queue.empty():
+        items.append(queue.get_nowait())
+    batch = []
+    for kind, value in items:
+        if kind == "error":
+            return batch, value
+        if kind == "end":
+            return batch, True
+        batch.append(value)
+    return batch, False
 
 
 def kept_times(event: Finished) -> dict:
