@@ -7,16 +7,18 @@
 Without --url the app starts in this process (tiny-random backbone) with the queue size and concurrency
 given here. First one client sends --solo requests alone (the baseline latency), then every client opens
 its own session, all start together, and each sends its requests one after the other. Every request ends
-as exactly one of: completed (status "Done", every chosen column answered), busy (the queue was full:
-gradio_client's QueueError, "Queue is full! Please try again."), failed (any other error; its message is
-kept), or lost (no answer within --timeout). Prints counts, p50/p95 latency of completed requests and the
-ratio p50 under load / p50 alone, with machine details; ONE JSON line with --json. Exit status 1 when a
-request is lost or failed.
+as exactly one of: completed (status "Done", every chosen column answered, and every file the answer
+points to downloaded whole: gallery frames, run card, clips), busy (the queue was full: gradio_client's
+QueueError, "Queue is full! Please try again."), failed (any other error, or a returned file that is
+missing, truncated or unreadable; its message is kept), or lost (no answer within --timeout). Prints
+counts, the files downloaded, p50/p95 latency of completed requests and the ratio p50 under load / p50
+alone, with machine details; ONE JSON line with --json. Exit status 1 when a request is lost or failed.
 """
 
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import os
 import platform
@@ -35,6 +37,7 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # the bench talks to
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import av  # noqa: E402
+import httpx  # noqa: E402
 import numpy as np  # noqa: E402
 from gradio_client import Client, handle_file  # noqa: E402
 from gradio_client.utils import QueueError  # noqa: E402
@@ -119,6 +122,58 @@ class Outcome:
     kind: str  # one of OUTCOMES
     seconds: float
     message: str = ""
+    files: int = 0  # returned files downloaded whole
+
+
+def returned_files(value) -> list[dict]:
+    """Every file a result points to (Gradio's FileData: a dict with a ``url``), in nested lists and dicts."""
+    if isinstance(value, dict):
+        if isinstance(value.get("url"), str):
+            return [value]
+        return [f for item in value.values() for f in returned_files(item)]
+    if isinstance(value, list | tuple):
+        return [f for item in value for f in returned_files(item)]
+    return []
+
+
+def check_file(file: dict, timeout_s: float) -> str:
+    """'' when ``file`` downloads whole: status 200, its announced size, an image that decodes, JSON that parses."""
+    name = file.get("orig_name") or file["url"].rsplit("/", 1)[-1]
+    try:
+        response = httpx.get(file["url"], timeout=timeout_s)
+    except httpx.HTTPError as err:
+        return f"{name}: download failed ({type(err).__name__})"
+    data = response.content
+    if response.status_code != 200:
+        return f"{name}: HTTP {response.status_code}"
+    if not data or (file.get("size") is not None and len(data) != file["size"]):
+        return f"{name}: {len(data)} bytes, announced {file.get('size')}"
+    return _readable(name, data)
+
+
+def _readable(name: str, data: bytes) -> str:
+    """'' when ``data`` reads as what its name says (images decode to the end, JSON parses)."""
+    from PIL import Image
+
+    suffix = Path(name.split("?")[0]).suffix.lower()
+    try:
+        if suffix in (".png", ".jpg", ".jpeg", ".webp", ".gif"):
+            Image.open(io.BytesIO(data)).load()
+        elif suffix == ".json":
+            json.loads(data)
+    except (OSError, ValueError, SyntaxError) as err:  # PIL: OSError for truncated data, SyntaxError for junk
+        return f"{name}: unreadable ({str(err)[:80]})"
+    return ""
+
+
+def check_files(result, timeout_s: float) -> tuple[str, int]:
+    """('', count) when every returned file downloads whole, else (the first problem, count so far)."""
+    files = returned_files(result)
+    for count, file in enumerate(files):
+        problem = check_file(file, timeout_s)
+        if problem:
+            return problem, count
+    return "", len(files)
 
 
 def check_answer(result: tuple, methods: tuple[str, ...]) -> str:
@@ -146,8 +201,10 @@ def one_request(client: Client, index: int, request: Request, timeout_s: float) 
         return Outcome(index, "lost", time.perf_counter() - t0, f"no answer in {timeout_s:g} s")
     except Exception as err:  # every other ending is counted and its message kept
         return Outcome(index, "failed", time.perf_counter() - t0, f"{type(err).__name__}: {err}")
-    problem = check_answer(result, request.methods)
-    return Outcome(index, "failed" if problem else "completed", time.perf_counter() - t0, problem)
+    problem, files = check_answer(result, request.methods), 0
+    if not problem:
+        problem, files = check_files(result, timeout_s)
+    return Outcome(index, "failed" if problem else "completed", time.perf_counter() - t0, problem, files)
 
 
 def visitor(url: str, index: int, count: int, request: Request, timeout_s: float, start, outcomes) -> None:
@@ -187,6 +244,7 @@ def summarize(outcomes: list[Outcome], *, sent: int, wall_s: float) -> dict:
         "sent": sent,
         **counts,
         "accounted": sum(counts.values()) == sent,
+        "files_downloaded": sum(o.files for o in outcomes),
         "p50_s": _percentile(done, 50),
         "p95_s": _percentile(done, 95),
         "wall_s": round(wall_s, 2),
