@@ -31,7 +31,7 @@ def main(out: Path = ROOT / "docs" / "screenshot.png") -> Path:
         page.locator("#question textarea").fill(question)
         page.locator("#compare").click()
         page.wait_for_function(
-            "() => document.querySelector('#status')?.innerText.includes('Done')", timeout=300_000
+            "() => document.querySelector('#status')?.innerText.includes('Done:')", timeout=300_000
         )
         page.locator("#gallery-pool img").first.wait_for()
         page.screenshot(path=str(out), full_page=True)

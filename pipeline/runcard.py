@@ -8,6 +8,7 @@ and accounting, never timings.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import subprocess
@@ -33,8 +34,10 @@ class CardError(ValueError):
     """A run card that cannot be read or re-run (the message says what to do)."""
 
 
+@functools.cache
 def git_commit() -> str:
-    """The app's commit: the Space's ``SPACE_COMMIT``-style variable, else git, else "unknown"."""
+    """The app's commit: the Space's ``SPACE_COMMIT``-style variable, else git, else "unknown" (asked once
+    per process: it was a git subprocess on every run card)."""
     for var in ("ARENA_COMMIT", "SPACE_COMMIT", "GIT_COMMIT"):
         if os.environ.get(var):
             return os.environ[var]

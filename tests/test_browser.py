@@ -65,7 +65,7 @@ def _compare(page, question: str) -> None:
 
 def _answers_done(page) -> None:
     page.wait_for_function(
-        "() => document.querySelector('#status') && document.querySelector('#status').innerText.includes('Done')",
+        "() => document.querySelector('#status') && document.querySelector('#status').innerText.includes('Done:')",
         timeout=180_000,
     )
 

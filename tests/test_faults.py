@@ -16,7 +16,7 @@ from gradio_client.exceptions import AppError
 import compressors
 import media
 from bench.load import local_app
-from pipeline import shared
+from pipeline import cache, shared
 from pipeline.accounting import OUT_OF_MEMORY
 from pipeline.columns import DEFAULT_COLUMNS as METHODS
 from pipeline.limits import AppSettings
@@ -146,6 +146,7 @@ def test_an_unexpected_error_is_one_sentence_without_internals_and_is_logged(
         raise ZeroDivisionError("internal detail at /srv/secret/path")
 
     monkeypatch.setattr(media, "probe", broken_probe)
+    cache.clear_caches()  # the clip's probe is cached from the earlier tests: read it again
     with caplog.at_level(logging.ERROR, logger="arena"), pytest.raises(AppError) as err:
         _compare(client, clip)
     message = str(err.value)

@@ -16,6 +16,7 @@ import media
 import model_zoo
 from media.clips import export_moments
 from pipeline import runcard
+from pipeline.bounds import SETTING_BOUNDS
 from pipeline.columns import COLUMNS, DEFAULT_COLUMNS
 from pipeline.compare import compare
 from pipeline.events import Finished
@@ -258,33 +259,20 @@ class Page:
                 backbone = gr.Dropdown(
                     choices=backbone_choices(), value=self.backbone, label="Backbone", elem_id="backbone"
                 )
-                budget = gr.Slider(
-                    16, 16384, value=defaults.budget, step=16, label="Visual-token budget", elem_id="budget"
-                )
+                budget = _slider("budget", defaults, "Visual-token budget")
                 with gr.Accordion("Advanced", open=False):
-                    fps = gr.Slider(
-                        0.1, 4, value=defaults.fps, step=0.1, label="Frames per second", elem_id="fps"
+                    fps = _slider("fps", defaults, "Frames per second")
+                    max_frames = _slider("max_frames", defaults, "Max frames")
+                    segment_frames = _slider("segment_frames", defaults, "Segment length")
+                    seed = gr.Number(
+                        value=defaults.seed,
+                        precision=0,
+                        minimum=SETTING_BOUNDS["seed"].low,
+                        maximum=SETTING_BOUNDS["seed"].high,
+                        label="Seed",
+                        elem_id="seed",
                     )
-                    max_frames = gr.Slider(
-                        2, 1024, value=defaults.max_frames, step=2, label="Max frames", elem_id="max-frames"
-                    )
-                    segment_frames = gr.Slider(
-                        2,
-                        32,
-                        value=defaults.segment_frames,
-                        step=2,
-                        label="Segment length",
-                        elem_id="segment-frames",
-                    )
-                    seed = gr.Number(value=defaults.seed, precision=0, label="Seed", elem_id="seed")
-                    max_new_tokens = gr.Slider(
-                        1,
-                        512,
-                        value=defaults.max_new_tokens,
-                        step=1,
-                        label="Max new tokens",
-                        elem_id="max-new-tokens",
-                    )
+                    max_new_tokens = _slider("max_new_tokens", defaults, "Max new tokens")
                 with gr.Row():
                     run = gr.Button("Compare", variant="primary", elem_id="compare")
                     gr.DeepLinkButton()
@@ -357,6 +345,19 @@ class Page:
             [video, url, question],
             label="URL examples (need network access)",
         )
+
+
+def _slider(name: str, defaults: Settings, label: str) -> gr.Slider:
+    """A setting's slider: its range and step from ``pipeline.bounds`` (what ``Settings`` accepts)."""
+    bound = SETTING_BOUNDS[name]
+    return gr.Slider(
+        bound.low,
+        bound.high,
+        value=getattr(defaults, name),
+        step=bound.step,
+        label=label,
+        elem_id=name.replace("_", "-"),
+    )
 
 
 def _column_outputs(method: str) -> ColumnOutputs:

@@ -92,8 +92,10 @@ class Updates:
 
     def _update(self, event: Event, question, settings, progress, old_card) -> dict | None:
         if isinstance(event, Progress):
-            progress(event.fraction, desc=event.message)
-            return {self.out.status: event.message}
+            # the models are done, the page is not: it still prepares images and charts
+            message = "Preparing the results…" if event.stage == "done" else event.message
+            progress(event.fraction, desc=message)
+            return {self.out.status: message}
         if isinstance(event, AnswerDelta):  # later text in the same batch replaces earlier text
             return {self.out.columns[event.method].answer: event.text}
         if isinstance(event, MethodDone):
