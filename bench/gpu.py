@@ -240,12 +240,9 @@ def _free(device: torch.device) -> None:
 def one_frame_count(backbone, meter: Meter, frames_count: int, settings: Settings, methods) -> dict:
     frames = synthetic_frames(frames_count)
     real = len(frames)
-    pad = -real % settings.segment_frames
     times = np.arange(real, dtype=np.float64) / settings.fps
-    padded = np.concatenate([frames, np.repeat(frames[-1:], pad, axis=0)]) if pad else frames
-    padded_times = np.concatenate([times, np.full(pad, times[-1])])
     with torch.inference_mode(), meter.measure() as enc:
-        video = backbone.encode(padded, padded_times)
+        video = backbone.encode(frames, times)  # the frames as sampled, as the pipeline encodes them
     spans = build_segments(times, segment_frames=settings.segment_frames, num_groups=video.num_groups)
     base_mb = meter.allocated_mb()  # weights + the encoded video
     rows = {m: run_method(backbone, meter, video, spans, settings, m, base_mb) for m in methods}

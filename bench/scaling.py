@@ -182,7 +182,7 @@ def one_video(minutes: float, args, settings: Settings) -> dict:
     return {
         "minutes": minutes,
         "frames": prepared.real_frames,
-        "groups": video.num_groups,  # the last segment padded to whole groups, as the pipeline does
+        "groups": video.num_groups,  # ceil(frames / 2): Qwen3-VL duplicates the last of an odd count
         "raw_tokens": video.num_groups * video.tokens_per_group,
         "decode_s": round(decode_s, 3),
         "encode_s": round(encode_s, 3),

@@ -45,7 +45,12 @@ class EncodedVideo(Protocol):
 
 @dataclass(frozen=True)
 class SegmentSpan:
-    """One temporal segment: ``frames`` index the sampled frames, ``groups`` the encoded groups."""
+    """One temporal segment: ``frames`` index the sampled frames (real ones only), ``groups`` the encoded groups.
+
+    Nothing pads a short segment: its groups hold its frames and, when the video's frame count is odd, in the
+    last group the one duplicate of the last frame that Qwen3-VL itself adds to make the count even
+    (``padded``; transformers' ``Qwen3VLVideoProcessor.patchify``). Every group holds at least one real frame.
+    """
 
     index: int
     frames: range
@@ -53,7 +58,7 @@ class SegmentSpan:
     start: float
     end: float
     centre: float
-    padded: int = 0  # frames of padding (repeats of the last real frame) at the end
+    padded: int = 0  # duplicates of the last frame in its groups (0, or 1 after an odd frame count)
 
 
 @dataclass
@@ -100,7 +105,7 @@ class CompressionResult:
 
     method: str
     segments: list[VisualSegment]  # in temporal order
-    kept_frames: list[int]  # indices into the sampled frames, ascending, padding excluded
+    kept_frames: list[int]  # indices into the sampled frames, ascending (a duplicate frame is not one)
     raw_tokens: int  # visual tokens of all sampled frames, uncompressed
     segment_scores: list[float] | None = None  # per SegmentSpan, where the method scores segments
     segment_tokens: list[int] | None = None  # tokens given to each SegmentSpan into the LLM
@@ -241,8 +246,8 @@ def group_segment(video: EncodedVideo, g: int) -> VisualSegment:
 def frames_of_groups(
     video: EncodedVideo, groups: Sequence[int], segments: Sequence[SegmentSpan]
 ) -> list[int]:
-    """Sampled-frame indices covered by ``groups``, padding frames excluded, ascending."""
-    real = {f for s in segments for f in s.frames[: len(s.frames) - s.padded]}
+    """Sampled-frame indices covered by ``groups`` (real frames: a duplicate is not one), ascending."""
+    real = {f for s in segments for f in s.frames}
     fpg = video.frames_per_group
     return sorted({g * fpg + i for g in groups for i in range(fpg)} & real)
 
@@ -271,7 +276,7 @@ def check_inputs(video: EncodedVideo, segments: Sequence[SegmentSpan], budget: i
 
     Checks: ``budget`` a positive integer; ``embeds`` ``[G>0, P=h*w, D]``; every DeepStack level the same
     shape; ``group_times`` ``[G]``; segments non-empty, tiling the groups ``0..G-1`` in order, each with
-    frames inside its own groups.
+    frames inside its own groups and a real frame in every one of them (no group of padding only).
     """
     if isinstance(budget, bool) or not isinstance(budget, numbers.Integral) or budget < 1:
         raise CompressionError(f"budget must be a positive integer number of tokens, got {budget!r}")
@@ -303,13 +308,11 @@ def _check_segments(video: EncodedVideo, segments: Sequence[SegmentSpan]) -> Non
                 f"segments must tile the groups in order: segment {s.index} covers groups {s.groups}, "
                 f"expected a non-empty range starting at {expected}"
             )
-        if (
-            s.frames.start < s.groups.start * fpg
-            or s.frames.stop > s.groups.stop * fpg
-            or s.padded > len(s.frames)
-        ):
+        spare = s.groups.stop * fpg - s.frames.stop
+        if s.frames.start != s.groups.start * fpg or not 0 <= spare < fpg or s.padded != spare:
             raise CompressionError(
-                f"segment {s.index}: frames {s.frames} do not lie inside groups {s.groups}"
+                f"segment {s.index}: frames {s.frames} must fill groups {s.groups} ({fpg} frames each, "
+                f"the last group at least one real frame), with padded={spare}, got {s.padded}"
             )
         expected = s.groups.stop
     if expected != video.embeds.shape[0]:
@@ -319,13 +322,10 @@ def _check_segments(video: EncodedVideo, segments: Sequence[SegmentSpan]) -> Non
 
 
 def real_groups(video: EncodedVideo, segments: Sequence[SegmentSpan]) -> list[int]:
-    """Groups holding at least one real (not padding) frame, ascending.
-
-    Padding frames repeat the last real frame (Tempo pads its last segment so): a group made only of them
-    adds nothing, so methods that pick groups never spend budget on one.
-    """
+    """Groups holding at least one real frame, ascending: every group of segments that pass
+    :func:`check_inputs` (nothing pads a segment; a group never holds only a duplicate)."""
     fpg = video.frames_per_group
-    return sorted({f // fpg for s in segments for f in s.frames[: len(s.frames) - s.padded]})
+    return sorted({f // fpg for s in segments for f in s.frames})
 
 
 def span_tokens(segments: Sequence[SegmentSpan], group_tokens: dict[int, int]) -> list[int]:
@@ -357,28 +357,29 @@ def build_segments(
     frames_per_group: int = 2,
     num_groups: int | None = None,
 ) -> list[SegmentSpan]:
-    """Spans of ``segment_frames`` frames over the encoded groups (the last may be short or padded).
+    """Spans of ``segment_frames`` frames over the encoded groups (the last may be short, never padded).
 
-    ``frame_times`` are the real sampled frames' timestamps (seconds). ``num_groups`` is how many groups were
-    encoded (default: enough for the real frames); frames past the real ones are padding. A span's start and
-    end are its first and last real frame's times, its centre their midpoint (Tempo's segment timestamp).
+    ``frame_times`` are the sampled frames' timestamps (seconds). ``num_groups``, when given, is how many
+    groups were encoded and must be ``ceil(T / frames_per_group)`` (an odd T gets one duplicate frame in its
+    last group, as Qwen3-VL encodes it). A span's start and end are its first and last frame's times, its
+    centre their midpoint.
     """
     if segment_frames < frames_per_group or segment_frames % frames_per_group:
         raise CompressionError(
             f"segment_frames must be a multiple of {frames_per_group}, got {segment_frames}"
         )
     real = len(frame_times)
-    groups = math.ceil(real / frames_per_group) if num_groups is None else num_groups
+    groups = math.ceil(real / frames_per_group)
+    if num_groups is not None and num_groups != groups:
+        raise CompressionError(
+            f"{real} frames make {groups} groups of {frames_per_group}, not {num_groups}: nothing pads a video"
+        )
     per = segment_frames // frames_per_group
     spans = []
     for i, g0 in enumerate(range(0, groups, per)):
         gs = range(g0, min(g0 + per, groups))
-        frames = range(gs.start * frames_per_group, gs.stop * frames_per_group)
-        last = min(frames.stop, real) - 1
-        if last < frames.start:
-            raise CompressionError(
-                f"segment {i} (frames {frames}) holds no real frame; only {real} were sampled"
-            )
-        start, end = float(frame_times[frames.start]), float(frame_times[last])
-        spans.append(SegmentSpan(i, frames, gs, start, end, (start + end) / 2, padded=frames.stop - 1 - last))
+        frames = range(gs.start * frames_per_group, min(gs.stop * frames_per_group, real))
+        start, end = float(frame_times[frames.start]), float(frame_times[frames.stop - 1])
+        padded = gs.stop * frames_per_group - frames.stop
+        spans.append(SegmentSpan(i, frames, gs, start, end, (start + end) / 2, padded=padded))
     return spans

@@ -6,7 +6,7 @@
 - ``pool``: keep every group and average-pool each group's token grid to the largest grid that fits — the
   pooling projector that Espresso (arXiv 2412.04729) and XComp (arXiv 2604.14149) argue against.
 
-Both pick among *real* groups: a group made only of padding frames (repeats of the last frame) is skipped.
+Both work on the groups of the frames as sampled (``real_groups``: a short last segment is never padded).
 """
 
 from __future__ import annotations

@@ -348,11 +348,12 @@ def inspect_within_limits(
 
 @dataclass(frozen=True)
 class Segment:
-    """A run of `segment_frames` consecutive sampled frames.
+    """A run of at most `segment_frames` consecutive sampled frames; only the last one may be shorter.
 
-    frames: positions into the padded Frames. start: timestamp of its first frame; end: start of the next
-    segment (for the last one: its last real frame plus one sampling step, within the video's duration);
-    centre: midpoint of start and end. padded: how many of its frames repeat the last real frame.
+    frames: positions into the sampled Frames, real frames only (a short last segment stays short: nothing is
+    repeated to fill it, as in Tempo's own segmenting). start: timestamp of its first frame; end: start of
+    the next segment (for the last one: its last frame plus one sampling step, within the video's duration);
+    centre: midpoint of start and end.
     """
 
     index: int
@@ -360,15 +361,6 @@ class Segment:
     start: float
     end: float
     centre: float
-    padded: int
-
-
-def _pad(frames: Frames, extra: int) -> Frames:
-    if extra == 0:
-        return frames
-    repeat = np.full(extra, len(frames) - 1)
-    keep = np.concatenate([np.arange(len(frames)), repeat])
-    return Frames(frames.frames[keep], frames.timestamps[keep], frames.indices[keep], frames.info)
 
 
 def _last_end(frames: Frames) -> float:
@@ -380,24 +372,21 @@ def _last_end(frames: Frames) -> float:
     return end
 
 
-def segments(frames: Frames, segment_frames: int = 8) -> tuple[Frames, list[Segment]]:
-    """Group frames into consecutive segments of `segment_frames`; pad the last by repeating its last frame.
+def segments(frames: Frames, segment_frames: int = 8) -> list[Segment]:
+    """Group frames into consecutive segments of `segment_frames`, the last one holding what is left.
 
-    Returns (padded Frames with len a multiple of segment_frames, [G] segments), G = ceil(T / segment_frames).
+    Returns [S] segments, S = ceil(T / segment_frames); their frame ranges tile range(T) in order.
     """
     if segment_frames < 1:
         raise ValueError(f"segment_frames must be at least 1, got {segment_frames}")
     real = len(frames)
     if real == 0:
-        return frames, []
-    groups = math.ceil(real / segment_frames)
-    padded = _pad(frames, groups * segment_frames - real)
-    starts = [float(frames.timestamps[g * segment_frames]) for g in range(groups)]
+        return []
+    count = math.ceil(real / segment_frames)
+    starts = [float(frames.timestamps[g * segment_frames]) for g in range(count)]
     ends = starts[1:] + [_last_end(frames)]
     result = []
-    for g in range(groups):
-        first = g * segment_frames
-        pad = max(0, first + segment_frames - real)
-        rng = range(first, first + segment_frames)
-        result.append(Segment(g, rng, starts[g], ends[g], (starts[g] + ends[g]) / 2, pad))
-    return padded, result
+    for g, (start, end) in enumerate(zip(starts, ends, strict=True)):
+        frames_of = range(g * segment_frames, min((g + 1) * segment_frames, real))
+        result.append(Segment(g, frames_of, start, end, (start + end) / 2))
+    return result

@@ -36,26 +36,26 @@ class PreparedVideo:
     url: str | None
     info: media.VideoInfo
     fingerprint: str
-    frames: media.Frames  # padded to a multiple of segment_frames
-    segments: list[media.Segment]
-    real_frames: int
+    frames: media.Frames  # the sampled frames as sampled: nothing repeated, nothing padded
+    segments: list[media.Segment]  # tiling the frames; the last one may be short
     timings: dict = field(default_factory=dict)
 
     @property
+    def real_frames(self) -> int:
+        """Frames sampled (every one is real: no padding is ever added here)."""
+        return len(self.frames)
+
+    @property
     def spans(self) -> list[SegmentSpan]:
-        fpg = 2  # Qwen3-VL groups 2 frames; segment_frames is even (Settings checks)
-        return [
-            SegmentSpan(
-                index=s.index,
-                frames=s.frames,
-                groups=range(s.frames.start // fpg, s.frames.stop // fpg),
-                start=s.start,
-                end=s.end,
-                centre=s.centre,
-                padded=s.padded,
-            )
-            for s in self.segments
-        ]
+        """The segments over Qwen3-VL's groups of 2 frames (``segment_frames`` is even: Settings checks); an
+        odd frame count ends in a group holding the last frame and the duplicate Qwen3-VL adds."""
+        fpg = 2
+        spans = []
+        for s in self.segments:
+            groups = range(s.frames.start // fpg, -(-s.frames.stop // fpg))
+            padded = groups.stop * fpg - s.frames.stop
+            spans.append(SegmentSpan(s.index, s.frames, groups, s.start, s.end, s.centre, padded=padded))
+        return spans
 
     def frame_ref(self, position: int) -> dict:
         return {
@@ -103,10 +103,10 @@ def prepare(request: Request, workdir: Path | None) -> Iterator[Progress | Prepa
         )
         cached = _sample(path, settings, request.limits)
         cache.FRAMES.put(key, cached)
-    padded, segs, real = cached
+    frames, segs = cached
     timings = {"fetch": fetch_s, "probe": probe_s, "decode": time.perf_counter() - t1}
     url = str(request.source) if is_url(request.source) else None
-    yield PreparedVideo(path, url, info, fingerprint, padded, list(segs), real, timings)
+    yield PreparedVideo(path, url, info, fingerprint, frames, list(segs), timings)
 
 
 def _local_path(request: Request, workdir: Path | None) -> Path:
@@ -126,12 +126,11 @@ def _local_path(request: Request, workdir: Path | None) -> Path:
 
 
 def _sample(path: Path, settings: Settings, limits: media.Limits) -> tuple:
-    """(frames padded to whole segments, segments, real frame count) under ``settings`` and ``limits``."""
+    """(the sampled frames, their segments) under ``settings`` and ``limits``."""
     sampled = media.sample(
         path, fps=settings.fps, max_frames=settings.max_frames, max_side=settings.max_side, limits=limits
     )
-    padded, segs = media.segments(sampled, segment_frames=settings.segment_frames)
-    return padded, segs, len(sampled)
+    return sampled, media.segments(sampled, segment_frames=settings.segment_frames)
 
 
 def _probe(path: Path) -> tuple[media.VideoInfo, str]:

@@ -35,18 +35,17 @@ def make_video(
     seed: int = 0,
     fps: float = 1.0,
     segment_frames: int = 8,
-    pad: bool = True,
     embeds: torch.Tensor | None = None,
 ) -> tuple[FakeVideo, list[SegmentSpan]]:
-    """A fake encoded video of ``frames`` real frames and its segments.
+    """A fake encoded video of ``frames`` sampled frames and its segments, as the pipeline makes them.
 
-    With ``pad`` the frames are padded to a multiple of ``segment_frames`` (as the pipeline does), else to
-    whole groups. DeepStack level ``i`` is ``(i + 2) * embeds``: any linear compression applied identically
-    to both keeps that relation, which tests check. ``embeds`` overrides the random ones (``[G, P, D]``).
+    ``ceil(frames / 2)`` groups: nothing pads a short last segment; an odd count ends in a group holding the
+    last frame and its duplicate (Qwen3-VL's own rule). DeepStack level ``i`` is ``(i + 2) * embeds``: any
+    linear compression applied identically to both keeps that relation, which tests check. ``embeds``
+    overrides the random ones (``[G, P, D]``).
     """
     fpg = 2
-    unit = segment_frames if pad else fpg
-    groups = -(-frames // unit) * unit // fpg
+    groups = -(-frames // fpg)
     h, w = grid
     if embeds is None:
         embeds = torch.randn(groups, h * w, dim, generator=torch.Generator().manual_seed(seed))
@@ -61,7 +60,7 @@ def make_video(
 
 
 def _group_times(times: torch.Tensor, groups: int, fpg: int) -> torch.Tensor:
-    """Mean timestamp of each group's frames, padding frames repeating the last real time."""
+    """Mean timestamp of each group's frames, a duplicate frame repeating the last time."""
     padded = torch.cat([times, times[-1:].expand(groups * fpg - len(times))])
     return padded.reshape(groups, fpg).mean(1).float()
 

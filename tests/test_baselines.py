@@ -24,10 +24,11 @@ def test_uniform_keeps_floor_budget_over_p_groups_spread_evenly_in_stock_layout(
         assert torch.equal(got.positions, want.positions)
 
 
-def test_uniform_never_spends_budget_on_padding_groups():
-    video, segments = make_video(18, grid=(2, 2))  # padded to 24 frames: groups 9..11 are padding
-    result = Uniform().compress(video, segments, "q", budget=40, hooks=FakeHooks(video))
-    assert result.extra == {"groups_kept": 9, "groups_total": 9} and result.kept_frames == list(range(18))
+def test_uniform_spreads_over_the_groups_of_the_frames_as_sampled():
+    video, segments = make_video(19, grid=(2, 2))  # 10 groups, the last holding frame 18 and its duplicate
+    result = Uniform().compress(video, segments, "q", budget=36, hooks=FakeHooks(video))
+    assert result.extra == {"groups_kept": 9, "groups_total": 10}
+    assert result.kept_frames == [f for g in spread(10, 9) for f in (2 * g, 2 * g + 1) if f < 19]
 
 
 def test_pooled_grid_is_the_largest_that_fits_keeping_the_aspect():

@@ -19,8 +19,8 @@ from compressors.base import (
 from tests.fakes import FakeHooks, make_video
 
 METHODS = sorted(compressors.COMPRESSORS)
-# (real frames, grid, pad to whole segments): long and short, square and wide, padded and not
-VIDEOS = [(48, (4, 6), True), (21, (3, 3), True), (130, (6, 8), True), (17, (2, 5), False), (2, (4, 4), True)]
+# (sampled frames, grid): long and short, square and wide, whole segments, short last ones, odd counts
+VIDEOS = [(48, (4, 6)), (21, (3, 3)), (130, (6, 8)), (17, (2, 5)), (2, (4, 4)), (12, (2, 3)), (1, (3, 3))]
 BUDGETS = [1, 2, 7, 16, 31, 32, 33, 64, 100, 257, 1000, 5000]
 
 
@@ -31,8 +31,8 @@ def _run(name, video, segments, budget, **hooks_kw):
 
 @pytest.mark.parametrize("name", METHODS)
 def test_budget_is_never_exceeded(name):
-    for frames, grid, pad in VIDEOS:
-        video, segments = make_video(frames, grid=grid, pad=pad, seed=frames)
+    for frames, grid in VIDEOS:
+        video, segments = make_video(frames, grid=grid, seed=frames)
         for budget in BUDGETS:
             result = _run(name, video, segments, budget, attention={1: 3.0}, relevant={0: 2.0})
             assert result.llm_tokens <= max(budget, raw_token_count(video)), (frames, grid, budget)
@@ -42,8 +42,8 @@ def test_budget_is_never_exceeded(name):
 
 @pytest.mark.parametrize("name", METHODS)
 def test_kept_frames_are_real_frames_in_temporal_order(name):
-    for frames, grid, pad in VIDEOS:
-        video, segments = make_video(frames, grid=grid, pad=pad)
+    for frames, grid in VIDEOS:
+        video, segments = make_video(frames, grid=grid)
         for budget in BUDGETS:
             kept = _run(name, video, segments, budget, attention={3: 2.0}).kept_frames
             assert kept == sorted(set(kept)), (frames, budget)
@@ -138,20 +138,51 @@ def test_build_names_the_valid_options_when_an_option_is_unknown():
     assert compressors.build("xcomp", lp_comp=False).options()["lp_comp"] is False
 
 
-def test_build_segments_tiles_groups_and_marks_padding():
+def test_build_segments_tiles_the_frames_as_sampled_and_never_pads():
     times = [0.5 * i for i in range(19)]
-    spans = build_segments(times, segment_frames=8, num_groups=12)
-    assert [s.groups for s in spans] == [range(0, 4), range(4, 8), range(8, 12)]
-    assert [s.padded for s in spans] == [0, 0, 5]
+    spans = build_segments(times, segment_frames=8)
+    assert [s.groups for s in spans] == [range(0, 4), range(4, 8), range(8, 10)]
+    assert [s.frames for s in spans] == [range(0, 8), range(8, 16), range(16, 19)]
+    assert [s.padded for s in spans] == [0, 0, 1], "19 frames: only Qwen3-VL's one duplicate"
     assert spans[2].start == 8.0 and spans[2].end == 9.0 and spans[2].centre == 8.5
-    short = build_segments(times, segment_frames=8)
-    assert short[-1].groups == range(8, 10) and short[-1].padded == 1
+    with pytest.raises(CompressionError, match="nothing pads"):
+        build_segments(times, segment_frames=8, num_groups=12)
 
 
-def test_real_groups_skip_groups_made_only_of_padding():
-    video, segments = make_video(18, segment_frames=8)
-    assert video.embeds.shape[0] == 12
-    assert real_groups(video, segments) == list(range(9))
+def test_groups_of_padding_only_are_refused():
+    video, segments = make_video(12, segment_frames=8)
+    assert video.embeds.shape[0] == 6 and real_groups(video, segments) == list(range(6))
+    padded = dataclasses.replace(video, embeds=torch.cat([video.embeds, video.embeds[-1:].expand(2, -1, -1)]))
+    padded.deepstack = [(i + 2) * padded.embeds for i in range(3)]
+    padded.group_times = torch.cat([video.group_times, video.group_times[-1:].expand(2)])
+    old_style = dataclasses.replace(segments[1], frames=range(8, 16), groups=range(4, 8), padded=4)
+    with pytest.raises(CompressionError, match="must fill groups"):
+        check_inputs(padded, [segments[0], old_style], 10)
+    repeated = [segments[0], dataclasses.replace(segments[1], groups=range(4, 8))]
+    with pytest.raises(CompressionError, match="must fill groups"):
+        check_inputs(padded, repeated, 10)
+
+
+@pytest.mark.parametrize("name", METHODS)
+@pytest.mark.parametrize("frames", [12, 13, 9])
+def test_every_method_handles_a_short_last_segment(name, frames):
+    """12 frames are 6 groups (8 + 4 frames), 13 are 7 (8 + 5, the last group frame 12 and its duplicate),
+    9 are 5 (8 + 1): each method sees those groups and no more, at every budget."""
+    video, segments = make_video(frames, grid=(3, 4), seed=frames)
+    groups = -(-frames // 2)
+    assert video.embeds.shape[0] == groups and segments[-1].frames == range(8, frames)
+    for budget in [1, 5, 12, 24, 40, groups * 12 - 1, groups * 12, 1000]:
+        hooks = FakeHooks(video, attention={groups - 1: 2.0}, relevant={groups - 1: 3.0})
+        result = compressors.build(name).compress(video, segments, "q", budget=budget, hooks=hooks)
+        assert result.raw_tokens == groups * 12
+        assert result.llm_tokens <= max(budget, result.raw_tokens), budget
+        kept = result.kept_frames
+        assert set(kept) <= set(range(frames)) and kept == sorted(kept), budget
+        assert len(result.segment_tokens) == 2 and sum(result.segment_tokens) == result.llm_tokens, budget
+        seen = [g for _, call in hooks.calls for prompt in call["groups"] for g in prompt]
+        assert set(seen) <= set(range(groups)), "a prompt held a group that was never sampled"
+        if budget >= result.raw_tokens:
+            assert result.kept_frames == list(range(frames)) and result.llm_tokens == groups * 12
 
 
 def test_check_inputs_rejects_segments_that_miss_groups():

@@ -32,10 +32,17 @@ def test_every_segment_gets_the_same_tokens_whatever_the_content():
 
 
 def test_a_short_last_segment_still_gets_the_same_tokens():
-    video, segments = make_video(19, grid=(4, 4), pad=False)
+    video, segments = make_video(19, grid=(4, 4))
     assert len(segments[-1].groups) == 2
     result = _compress(video, segments, 60)
     assert [s.num_tokens for s in result.segments] == [20, 20, 20]
+
+
+def test_a_short_last_segment_averages_its_own_frames_only():
+    video, segments = make_video(12, grid=(2, 2), dim=3)  # segments of 4 and 2 groups, nothing padded
+    last = _compress(video, segments, 12).segments[1]  # 6 tokens: 4 spatial (the whole grid), 2 temporal
+    torch.testing.assert_close(last.embeds[:4], video.embeds[4:6].mean(0))
+    torch.testing.assert_close(last.embeds[4:], video.embeds[4:6].mean(1))
 
 
 def test_split_follows_the_spatial_share_with_time_capped_at_the_groups():

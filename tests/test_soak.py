@@ -31,12 +31,12 @@ MB = 1 << 20
 # Resident memory: measured here (2 cores, glibc), RSS rises 10-20 MB over the first ~100 decodes after the
 # warm-up and then stays flat (sampling alone: +19 MB after 100 runs, +22 MB after 600; the model part alone
 # with frames cached: flat). That is allocator and decoder-thread arenas settling, not objects kept alive.
-# 64 MB is three times that plateau, and below what a real leak adds over 50 runs: each run samples 1.8 MB
-# of frames (8 padded frames of ~320x240), so keeping them adds 90 MB; loading the backbone again each run
-# adds 250 MB.
+# 64 MB is three times that plateau, and below what a real leak of models adds over 50 runs: loading the
+# backbone again each run adds 250 MB. Kept frames (a run samples at most 0.9 MB: 4 frames of ~320x240, 45 MB
+# over 50 runs) are caught by the traced bound below.
 RSS_GROWTH_BOUND = 64 * MB
 # Without the allocator's noise: Python objects and numpy arrays (tracemalloc) and live torch tensors. The
-# loop keeps about 0.3 MB of test-server request logs; a run's frames alone are 1.8 MB.
+# loop keeps about 0.3 MB of test-server request logs; a run's frames alone are up to 0.9 MB.
 TRACED_GROWTH_BOUND = 2 * MB
 
 
@@ -70,7 +70,8 @@ def private_tmp(tmp_path, monkeypatch):
 def small_caches():
     before = cache.cache_settings()
     cache.clear_caches()
-    cache.configure_caches(frames_mb=0.2, tokens_mb=0.5, relevance_mb=0.01, probes=2)
+    # frames: one served 96x64 clip's 4 frames (72 KB) fit, two do not; the uploads' never do
+    cache.configure_caches(frames_mb=0.1, tokens_mb=0.5, relevance_mb=0.01, probes=2)
     yield
     cache.clear_caches()
     cache.configure_caches(before)
