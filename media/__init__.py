@@ -18,7 +18,7 @@ from .errors import (
     VideoTooLargeError,
     VideoTooLongError,
 )
-from .frames import Frames, Segment, sample, segments
+from .frames import Frames, Segment, sample, sample_at, segments
 from .limits import DEFAULT_LIMITS, Limits
 from .probe import VideoInfo, fingerprint, probe
 from .sources import Fetched, fetch
@@ -48,6 +48,7 @@ __all__ = [
     "fingerprint",
     "probe",
     "sample",
+    "sample_at",
     "segments",
     "video_source",
 ]

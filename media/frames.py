@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 import av
 import numpy as np
+from PIL import Image
 
 from .container import (
     DEMUX_ERRORS,
@@ -329,6 +330,54 @@ def sample(
     if len(frames) == 0:
         raise CorruptVideoError()
     return Frames(frames, index.seconds(pts), positions, info)
+
+
+def sample_at(
+    path: PathLike,
+    positions,
+    *,
+    size: tuple[int, int] | None = None,
+    time_limit_s: float | None = None,
+    limits: Limits | None = None,
+) -> Frames:
+    """The source frames at `positions` (indices in presentation order, as a model's own sampler plans them).
+
+    Each frame is decoded at full resolution, as displayed, and, when `size` (width, height) differs, resized
+    to it with PIL bicubic: what a model whose preprocessing resizes full-resolution frames with PIL sees.
+    Positions past the last frame that decodes take the last one (a truncated file); a position asked for
+    twice gives the same frame twice, in the order asked. Returns Frames [len(positions), H, W, 3] with each
+    frame's pts timestamp and source index. Limits as in :func:`sample` (at most limits.max_frames positions).
+    """
+    limits = limits or DEFAULT_LIMITS
+    wanted = np.asarray(positions, dtype=np.int64).reshape(-1)
+    if not 1 <= len(wanted) <= limits.max_frames or (wanted < 0).any():
+        raise ValueError(f"need 1 to {limits.max_frames} non-negative frame positions, got {len(wanted)}")
+    deadline = Deadline(time_limit_s if time_limit_s is not None else limits.decode_time_limit_s)
+    check_file(path, limits)
+    try:
+        info, index = inspect_within_limits(path, limits, deadline)
+        full = output_size(info, None)
+        out = size or full
+        _check_memory(len(wanted), out, limits)
+        unique = np.unique(np.minimum(wanted, len(index) - 1))
+        steps = exact_steps(unique, index.keyframe)
+        with Decoder(path, index, [step.position for step in steps], deadline) as decoder:
+            decoded = _resized(iter_decoded(decoder, steps, full, info.rotation), out)
+            frames, pts, got = _collect(decoded, len(steps), out)
+    except av.error.FFmpegError as e:
+        raise CorruptVideoError() from e
+    if len(frames) == 0:
+        raise CorruptVideoError()
+    pick = np.clip(np.searchsorted(got, wanted, side="right") - 1, 0, len(got) - 1)
+    return Frames(frames[pick], index.seconds(pts[pick]), got[pick], info)
+
+
+def _resized(decoded, size: tuple[int, int]):
+    """`iter_decoded`'s frames, each resized to `size` (width, height) with PIL bicubic when it differs."""
+    for rgb, pts, position in decoded:
+        if (rgb.shape[1], rgb.shape[0]) != tuple(size):
+            rgb = np.asarray(Image.fromarray(rgb).resize(size, resample=Image.BICUBIC))
+        yield rgb, pts, position
 
 
 def inspect_within_limits(

@@ -94,6 +94,9 @@ class Variant:
     options: tuple[tuple[str, Any], ...] = field(default=())
     label: str = ""
     notes: str = ""
+    #: The options a visitor may change on a variant of its own weights, each with its allowed values (the page
+    #: shows each as a choice; ``pipeline.settings`` refuses anything else).
+    choices: tuple[tuple[str, tuple], ...] = field(default=())
 
     def options_dict(self) -> dict[str, Any]:
         return dict(self.options)
@@ -186,7 +189,10 @@ OFFICIAL_VARIANTS: dict[str, Variant] = {
         max_frames=1024,
         segment_frames=8,
         budget=4096,
-        options=(("base_vlm", "Qwen/Qwen3-VL-2B-Instruct"), ("budgets", (4096, 8192)), ("min_tokens", 4)),
+        # visual_token_budget: the paper's "4K" and "8K" settings, one set of weights (infer.py's
+        # --visual_token_budget); the shared budget does not apply to this column.
+        options=(("base_vlm", "Qwen/Qwen3-VL-2B-Instruct"), ("min_tokens", 4), ("visual_token_budget", 4096)),
+        choices=(("visual_token_budget", (4096, 8192)),),
         label="Tempo-6B (official weights: Qwen3-VL-2B compressor + Qwen3-4B answering LLM)",
         notes="arXiv 2604.08120; the authors' checkpoint run by our own code; needs a GPU and both "
         "Vision-CAIR/Tempo-6B and Qwen/Qwen3-VL-2B-Instruct from the Hub.",

@@ -17,8 +17,8 @@ from pathlib import Path
 import torch
 from safetensors import SafetensorError, safe_open
 
+from model_zoo.checkpoint import summarize_keys
 from model_zoo.loading import ModelLoadError
-from model_zoo.tempo_official import summarize_keys
 
 #: What a broken or hostile weight file raises when opened or unpickled (weights_only refuses code).
 FILE_ERRORS = (OSError, SafetensorError, RuntimeError, ValueError, EOFError, pickle.UnpicklingError)

@@ -13,6 +13,13 @@ and decode their answers as one batch (``pipeline.shared``); an author-released 
 (``pipeline.official``). The pipeline and the page never branch on a column's name: a new column is one
 runner module plus one ``Column`` line in ``COLUMNS``.
 
+A runner may also prepare CPU inputs of its own before the GPU call (Tempo-6B decodes its own frames)::
+
+    prepare(job: Job, names: Sequence[str], limits: media.Limits) -> Iterator[Event], returning {name: input}
+
+``compare`` runs it in the caller's process, outside ZeroGPU's GPU slice, and hands each input to ``run``
+as ``job.inputs[name]``; a failure there is the runner's to report in its column (never raised).
+
 Runners are named as ``"module:attribute"`` and imported on first use, so that reading the registry (the
 settings do, to validate names) never imports model code.
 """
@@ -53,6 +60,7 @@ class ColumnInfo:
     source: str = ""  # the hub id of its own weights ("" on the shared backbone)
     selected_by_default: bool = True
     needs_hub: bool = False  # downloads weights of its own (offered only where the Hub can be reached)
+    choices: tuple[tuple[str, tuple], ...] = ()  # options a visitor may set, with their allowed values
 
 
 @dataclass(frozen=True)
@@ -90,6 +98,7 @@ def _official(name: str, runner_path: str) -> Column:
         source=variant.hub_id or "",
         selected_by_default=False,
         needs_hub=True,
+        choices=variant.choices,
     )
     return Column(name, info, runner_path, own_variant=name)
 
@@ -115,3 +124,14 @@ def runs(names: Sequence[str]) -> list[tuple[ColumnRunner, list[str]]]:
         if name in names:
             groups.setdefault(COLUMNS[name].runner_path, []).append(name)
     return [(COLUMNS[group[0]].runner, group) for group in groups.values()]
+
+
+def prepare_inputs(job: Job, limits) -> Iterator[Event]:
+    """The CPU inputs the selected columns' runners prepare before the GPU call (the module docstring), as
+    {name: input}; runners without ``prepare`` add nothing."""
+    inputs: dict = {}
+    for runner, names in runs(job.settings.methods):
+        prepare = getattr(runner, "prepare", None)
+        if prepare is not None:
+            inputs.update((yield from prepare(job, names, limits)))
+    return inputs

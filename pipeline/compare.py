@@ -13,6 +13,7 @@ function itself). The worker's caches do not outlive it, so what it computed com
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 import tempfile
 import time
@@ -98,7 +99,9 @@ def _compare(
             yield event
     reports: dict[str, MethodReport] = {}
     shared = dict(prepared.timings)
-    for event in runner(Job(prepared, question, request.settings)):
+    job = Job(prepared, question, request.settings)
+    inputs = yield from columns.prepare_inputs(job, request.limits)  # CPU work before the GPU call
+    for event in runner(dataclasses.replace(job, inputs=inputs)):
         if isinstance(event, MethodDone):
             reports[event.report.method] = event.report
         elif isinstance(event, Encoded):

@@ -7,14 +7,15 @@ greedily. The model itself (modules, strict loader, small-VLM pass, answer promp
 ``model_zoo.tempo_official``; this module adds what ``model_zoo`` may not import: ATA and the relevance
 prompt from ``compressors.tempo`` (one copy of each, shared with the training-free Tempo column).
 
-Frames. :meth:`TempoOfficial.run` takes frames already decoded (the app samples once with PyAV) and the
-video's duration. The authors sample ``round(linspace(0, total - 1, n))`` source frame indices with
-n = round(duration x 2) clamped to 4..1024 (``model_zoo.tempo_official.official_sample_plan`` computes them,
-with the source times to decode at), and time every frame as ``index / real_fps``, real_fps = n / duration.
-``run`` applies the same count rule to the frames it gets (more than ``max_frames``: ``round(linspace)``
-subsampling; fewer than 4: repeats) and times them the same way, so frames decoded at the plan's times
-reproduce the official input; frames decoded otherwise (the app's own sampler picks by presentation time)
-are treated as if they were evenly spaced.
+Frames. The column samples its own, as the authors do, not the arena's shared frames: before the GPU call
+(``TempoOfficialRunner.prepare``) it decodes the source file with media's PyAV sampler at the authors' plan
+(``model_zoo.tempo_official_frames.official_sample_plan``: 2 fps, 4..1024 frames at ``round(linspace(0,
+total - 1, n))`` source indices), each frame resized from full resolution to a 512 long edge with PIL
+bicubic (``resize_images`` of ``tempo/mm_datautils.py``), and times them ``i / real_fps`` with
+``real_fps = n / (total / source_fps)``. Its budget is its own too: the paper's 4K or 8K (a choice of the
+column, the same weights), not the arena's shared one. :meth:`TempoOfficial.run` also takes frames decoded
+otherwise: it applies the same count rule (``round(linspace)`` subsampling above 1024, repeats under 4) and
+treats them as evenly spaced over ``duration``.
 """
 
 from __future__ import annotations
@@ -27,16 +28,33 @@ from pathlib import Path
 import numpy as np
 import torch
 
+import media
 import model_zoo
 from compressors.tempo import SYSTEM_PROMPT, USER_TEMPLATE, allocate_tokens
 from model_zoo import tempo_official as official
 from model_zoo.preprocess import PreprocessError, check_frames
+from model_zoo.tempo_official_config import (
+    BASE_VLM,
+    DEMO_CONTEXT_LIMIT,
+    HUB_ID,
+    MAX_FRAMES,
+    MIN_FRAMES,
+    MIN_TOKENS,
+    SAMPLE_FPS,
+)
+from model_zoo.tempo_official_frames import (
+    OFFICIAL_RULE,
+    FrameRule,
+    SegmentBatch,
+    frame_sizes,
+    official_sample_plan,
+)
+from pipeline import cache
 from pipeline.accounting import OUT_OF_MEMORY, MemoryMeter, failure, free_memory, rounded
 from pipeline.events import AnswerDelta, Event, MethodDone, MethodReport, Progress
 from pipeline.request import Job
 
 VARIANT = "tempo-6b.official"
-BUDGETS = (4096, 8192)  # the paper's "4K" and "8K" settings
 
 #: ATA's signature (``compressors.tempo.allocate_tokens``): scores, budget, min_tokens, max_tokens → k_i.
 Allocator = Callable[..., list[int]]
@@ -61,7 +79,7 @@ class OfficialRun:
     """One answer of Tempo-6B. Iterate it for text deltas; ``text`` waits for the whole answer.
 
     Accounting, as the other columns report it: ``raw_tokens`` visual tokens the small VLM encoded (every
-    sampled frame, uncompressed, tail padding included); ``llm_tokens`` projected visual tokens the LLM
+    sampled frame, uncompressed; a 1-frame tail counts its duplicate, as the small VLM encodes it); ``llm_tokens`` projected visual tokens the LLM
     received; ``segment_scores`` / ``segment_tokens`` (ATA's allocation) per segment; ``kept_frames`` indices
     (into ``frames`` as given to ``run``) of the frames whose segment reached the LLM.
     """
@@ -106,7 +124,9 @@ class OfficialRun:
         return self.prompt.length
 
 
-def official_frame_selection(count: int, *, min_frames: int = 4, max_frames: int = 1024) -> list[int]:
+def official_frame_selection(
+    count: int, *, min_frames: int = MIN_FRAMES, max_frames: int = MAX_FRAMES
+) -> list[int]:
     """Indices into ``count`` evenly spaced frames under the authors' count rule (identity when it fits)."""
     if count < 1:
         raise PreprocessError("need at least one frame")
@@ -114,7 +134,7 @@ def official_frame_selection(count: int, *, min_frames: int = 4, max_frames: int
     return np.round(np.linspace(0, count - 1, target)).astype(int).tolist()
 
 
-def build_segments(batch: official.SegmentBatch, scores, allocation, delivered) -> list[OfficialSegment]:
+def build_segments(batch: SegmentBatch, scores, allocation, delivered) -> list[OfficialSegment]:
     fps = batch.real_fps
     return [
         OfficialSegment(
@@ -143,8 +163,8 @@ class TempoOfficial:
         model: official.TempoOfficialModel,
         *,
         allocate: Allocator = allocate_tokens,
-        rule: official.FrameRule = official.OFFICIAL_RULE,
-        max_frames: int = 1024,
+        rule: FrameRule = OFFICIAL_RULE,
+        max_frames: int = MAX_FRAMES,
         chunk_size: int | None = None,
     ) -> None:
         self.model = model
@@ -184,10 +204,10 @@ class TempoOfficial:
         )
         timings["compress_s"] = time.perf_counter() - tick
         n = self.model.num_memory_tokens
-        allocation = self.allocate(compressed.scores, budget, min_tokens=official.MIN_TOKENS, max_tokens=n)
+        allocation = self.allocate(compressed.scores, budget, min_tokens=MIN_TOKENS, max_tokens=n)
         kept = [compressed.memory[i, :k] for i, k in enumerate(allocation)]  # "head": the first k_i tokens
         centres = [batch.centre(i) for i in range(batch.num_segments)]
-        limit = context_limit or official.DEMO_CONTEXT_LIMIT
+        limit = context_limit or DEMO_CONTEXT_LIMIT
         prompt = self.model.answer_prompt(kept, centres, question, context_limit=limit)
         segments = build_segments(batch, compressed.scores, allocation, prompt.delivered)
         return OfficialRun(
@@ -204,24 +224,24 @@ class TempoOfficial:
         )
 
 
-def raw_token_count(batch: official.SegmentBatch, merge: int) -> int:
+def raw_token_count(batch: SegmentBatch, merge: int) -> int:
     """Visual tokens the small VLM encoded: groups x (gh / merge) x (gw / merge), summed over segments."""
     return int((batch.grids[:, 0] * (batch.grids[:, 1] // merge) * (batch.grids[:, 2] // merge)).sum())
 
 
 def load_tempo_official(
-    path_or_hub_id: str | Path = official.HUB_ID,
+    path_or_hub_id: str | Path = HUB_ID,
     *,
     revision: str | None = None,
     device: str | torch.device | None = None,
     dtype: torch.dtype | None = None,
-    base_vlm: str | Path = official.BASE_VLM,
+    base_vlm: str | Path = BASE_VLM,
     base_revision: str | None = None,
     **options,
 ) -> TempoOfficial:
     """Load Tempo-6B and its base VLM (``model_zoo.tempo_official.load_tempo_checkpoint``) for :meth:`run`.
 
-    Raises ``model_zoo.tempo_official.TempoLoadError`` (a ``model_zoo.ModelLoadError``) with one sentence,
+    Raises ``model_zoo.tempo_official_config.TempoLoadError`` (a ``model_zoo.ModelLoadError``) with one sentence,
     or with the missing and unexpected checkpoint keys listed. ``options`` go to :class:`TempoOfficial`.
     """
     model = official.load_tempo_checkpoint(
@@ -251,13 +271,56 @@ def allocation_table(run: OfficialRun) -> list[dict]:
     ]
 
 
-# --- the column ---------------------------------------------------------------------------------------
+# --- the column's own frames ---------------------------------------------------------------------------
+
+
+@dataclass
+class OwnFrames:
+    """Tempo-6B's frames of one video, sampled as the authors sample them (CPU data: crosses ZeroGPU's boundary).
+
+    ``frames`` [T, H, W, 3] uint8 at the 512 long edge, with each frame's source timestamp (pts) and index;
+    ``duration`` the clip length the authors divide by (source frames / source fps), so that the run's
+    ``real_fps = T / duration``; ``error`` the one sentence of a video that could not be sampled so.
+    """
+
+    frames: media.Frames | None
+    duration: float
+    error: str | None = None
+
+    def __len__(self) -> int:
+        return 0 if self.frames is None else len(self.frames)
+
+
+def sample_own_frames(path, info: media.VideoInfo, limits: media.Limits) -> OwnFrames:
+    """The authors' plan on ``info`` (2 fps, 4..1024 frames, at most ``limits.max_frames``), decoded from ``path``
+    at full resolution and resized to the 512 long edge (the first of ``FrameRule``'s resizes)."""
+    plan = official_sample_plan(info.frame_count, info.fps, max_frames=min(MAX_FRAMES, limits.max_frames))
+    height, width = frame_sizes(info.height, info.width, OFFICIAL_RULE)[0]
+    duration = info.frame_count / info.fps if info.fps > 0 else info.duration
+    try:
+        frames = media.sample_at(path, plan.indices, size=(width, height), limits=limits)
+    except media.VideoError as err:
+        return OwnFrames(None, duration, str(err))
+    return OwnFrames(frames, duration)
+
+
+def nearest_positions(times: np.ndarray, wanted: Sequence[float]) -> list[int]:
+    """Positions in ``times`` (ascending) nearest to each of ``wanted``, ascending, without repeats."""
+    if len(times) == 0:
+        return []
+    right = np.clip(np.searchsorted(times, wanted), 1, len(times) - 1)
+    closer_left = np.abs(times[right - 1] - wanted) <= np.abs(times[right] - wanted)
+    return sorted({int(p) for p in np.where(closer_left, right - 1, right)})
+
+
+# --- the column -----------------------------------------------------------------------------------------
 
 
 class TempoOfficialRunner:
-    """``ColumnRunner`` of ``tempo-6b.official``: the authors' model on the same sampled frames and budget,
-    reporting what the authors' demo shows (per-segment relevance and ATA allocation). One model stays
-    resident, loaded on first use (``model``; tests swap in a tiny checkpoint)."""
+    """``ColumnRunner`` of ``tempo-6b.official``: the authors' model on frames it samples itself (before the
+    GPU call, ``prepare``), at its own 4K or 8K budget, reporting what the authors' demo shows (per-segment
+    relevance and ATA allocation). One model stays resident, loaded on first use (``model``; tests swap in a
+    tiny checkpoint)."""
 
     def __init__(self) -> None:
         self._resident: tuple[tuple[str, str], TempoOfficial] | None = None
@@ -269,6 +332,18 @@ class TempoOfficialRunner:
             self._resident = (key, load_tempo_official(checkpoint, base_vlm=base_vlm))
         return self._resident[1]
 
+    def prepare(self, job: Job, names: Sequence[str], limits: media.Limits) -> Iterator[Event]:
+        """Each column's own frames (``OwnFrames``), decoded here, outside the GPU call; cached per video."""
+        prepared = job.prepared
+        yield Progress("sample", 0.12, f"{VARIANT}: sampling its own frames at 2 fps (at most 1024)…")
+        key = (prepared.fingerprint, VARIANT, min(MAX_FRAMES, limits.max_frames), OFFICIAL_RULE.long_edge)
+        own = cache.FRAMES.get(key)
+        if own is None:
+            own = sample_own_frames(prepared.path, prepared.info, limits)
+            if own.error is None:
+                cache.FRAMES.put(key, own)
+        return dict.fromkeys(names, own)
+
     def run(self, job: Job, names: Sequence[str]) -> Iterator[Event]:
         for i, name in enumerate(names):
             yield Progress("compress", 0.8 + 0.2 * i / len(names), f"{name}: compressing and answering…")
@@ -276,16 +351,26 @@ class TempoOfficialRunner:
             yield MethodDone(report)
 
     def gpu_seconds(self, job: Job, names: Sequence[str]) -> float:
-        per_column = 4 + job.prepared.real_frames * 0.02 + job.settings.max_new_tokens * 0.05
-        return per_column * len(names)
+        """Per column: its frames (its own when prepared, else 2 fps of the video, at most 1024) and answer."""
+        guess = min(MAX_FRAMES, max(MIN_FRAMES, round(SAMPLE_FPS * job.prepared.info.duration)))
+        frames = [len(own) if isinstance(own := job.inputs.get(n), OwnFrames) else guess for n in names]
+        return sum(4 + count * 0.02 + job.settings.max_new_tokens * 0.05 for count in frames)
 
     def _column(self, job: Job, name: str) -> Iterator[Event]:
         report = MethodReport(method=name, label=model_zoo.get_variant(name).label)
         memory = MemoryMeter("cuda" if torch.cuda.is_available() else "cpu")
         try:
+            own = job.inputs.get(name)
+            if own is None:  # a job that did not go through ``compare``: sample here
+                prepared = job.prepared
+                own = sample_own_frames(prepared.path, prepared.info, media.Limits())
+            if own.error is not None:
+                raise media.VideoError(own.error)
             options = job.settings.options_for(name)
             model = self.model(options["checkpoint"], options["base_vlm"])
-            yield from _answer(report, model, job)
+            yield from _answer(report, model, job, own, options["visual_token_budget"])
+        except media.VideoError as err:
+            report.error = err.message
         except Exception as err:  # one column failing must not take the other columns down
             report.error = failure(err)
         if report.error == OUT_OF_MEMORY:
@@ -294,17 +379,18 @@ class TempoOfficialRunner:
         return report
 
 
-def _answer(report: MethodReport, model: TempoOfficial, job: Job) -> Iterator[Event]:
+def _answer(
+    report: MethodReport, model: TempoOfficial, job: Job, own: OwnFrames, budget: int
+) -> Iterator[Event]:
     """Compress (timed), stream the answer into ``report``, then account for it."""
-    prepared, settings = job.prepared, job.settings
     t0 = time.perf_counter()
     with torch.inference_mode():
         run = model.run(
-            prepared.frames.frames[: prepared.real_frames],
-            prepared.info.duration,
+            own.frames.frames,
+            own.duration,
             job.question,
-            budget=settings.budget,
-            max_new_tokens=settings.max_new_tokens,
+            budget=budget,
+            max_new_tokens=job.settings.max_new_tokens,
         )
         report.timings["compress"] = time.perf_counter() - t0
         t1 = time.perf_counter()
@@ -312,12 +398,18 @@ def _answer(report: MethodReport, model: TempoOfficial, job: Job) -> Iterator[Ev
             report.answer += delta
             yield AnswerDelta(report.method, report.answer)
     report.timings["answer"] = time.perf_counter() - t1
-    _account(report, run, prepared)
+    _account(report, run, job.prepared, own)
 
 
-def _account(report: MethodReport, run: OfficialRun, prepared) -> None:
-    report.kept = sorted(set(run.kept_frames))
-    report.kept_frames = [prepared.frame_ref(p) for p in report.kept]
+def _account(report: MethodReport, run: OfficialRun, prepared, own: OwnFrames) -> None:
+    """Tokens per frame over its own frames; kept frames are its own (source index and time), shown in the
+    gallery as the shared frames nearest to them; its frame count beside the shared one in ``extra``."""
+    frames = own.frames
+    kept = sorted(set(run.kept_frames))
+    report.kept_frames = [
+        {"index": int(frames.indices[p]), "timestamp": round(float(frames.timestamps[p]), 3)} for p in kept
+    ]
+    report.kept = nearest_positions(prepared.frames.timestamps, frames.timestamps[kept])
     report.segments = [
         {"start": round(s.start, 3), "end": round(s.end, 3), "score": rounded(s.score), "tokens": s.delivered}
         for s in run.segments
@@ -325,24 +417,33 @@ def _account(report: MethodReport, run: OfficialRun, prepared) -> None:
     report.tokens = {
         "raw": run.raw_tokens,
         "llm_input": run.llm_tokens,
-        "per_frame": round(run.llm_tokens / max(1, prepared.real_frames), 3),
+        "per_frame": round(run.llm_tokens / max(1, len(run.frame_indices)), 3),
         "ratio": round(run.raw_tokens / max(1, run.llm_tokens), 3),
     }
-    report.extra = {"real_fps": round(run.real_fps, 4), "allocation": allocation_table(run)}
+    report.extra = {
+        "frames": len(run.frame_indices),
+        "fps": SAMPLE_FPS,
+        "shared_frames": prepared.real_frames,
+        "frame_size": list(frames.frames.shape[1:3]),
+        "budget": run.budget,
+        "real_fps": round(run.real_fps, 4),
+        "allocation": allocation_table(run),
+    }
 
 
 RUNNER = TempoOfficialRunner()
 
 
 __all__: Sequence[str] = (
-    "BUDGETS",
     "VARIANT",
     "OfficialRun",
     "OfficialSegment",
+    "OwnFrames",
     "RUNNER",
     "TempoOfficial",
     "TempoOfficialRunner",
     "allocation_table",
     "load_tempo_official",
     "official_frame_selection",
+    "sample_own_frames",
 )

@@ -29,6 +29,10 @@ def token_summary(report: MethodReport) -> str:
     )
     if "last_layer" in t:
         text += f" · {t['last_layer']:,} at the last layer (mean {t['mean_per_layer']:g} per layer)"
+    own = report.extra
+    if "frames" in own and "shared_frames" in own:  # a column that samples its own frames
+        text += f" · its own {own['frames']:,} frames ({own['fps']:g} fps)"
+        text += f" beside the shared {own['shared_frames']:,}"
     return text
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -35,9 +36,11 @@ class Request:
 class Job:
     """What the GPU part runs: every selected column on one prepared video and one question.
 
-    CPU data only (on ZeroGPU it is pickled into the GPU worker).
+    ``inputs``: what a column's runner prepared for itself before the GPU call ({column name: input},
+    ``pipeline.columns.prepare_inputs``). CPU data only (on ZeroGPU it is pickled into the GPU worker).
     """
 
     prepared: PreparedVideo
     question: str
     settings: Settings
+    inputs: Mapping[str, object] = field(default_factory=dict)

@@ -28,7 +28,8 @@ class Settings:
     the model zoo's registry (``BackboneSpec``), the one place they are defined. Every value is then checked
     against ``pipeline.bounds`` (the page's sliders show the same bounds), whoever gave it: the page, the
     API, the CLI or a run card. Which weights a column of its own loads is not a setting: the registry
-    says, or the server's maintainer (``use_official_weights``).
+    says, or the server's maintainer (``use_official_weights``); such a column takes only the options its
+    registry entry offers as choices (``ColumnInfo.choices``: Tempo-6B's 4K or 8K budget).
     """
 
     backbone: str = model_zoo.TINY
@@ -71,9 +72,9 @@ class Settings:
             options = column.variant(self.backbone).options_dict()
         except KeyError as err:
             raise SettingsError(str(err)) from None
+        options.update(self.method_options.get(method, {}))
         if column.own_variant:
             return options | official_weights(column.own_variant)
-        options.update(self.method_options.get(method, {}))
         return options
 
     def sampling_key(self) -> tuple:
@@ -91,7 +92,8 @@ class Settings:
         """Settings as ``to_dict`` wrote them (a run card's), checked like any other; SettingsError otherwise.
 
         Unknown keys are ignored (older cards); the options of a column with weights of its own, weights
-        included, are the registry's and the server's, so a card's copy of them is a record, not read back.
+        included, are the registry's and the server's, so a card's copy of them is a record, not read back,
+        but for the choices a visitor made (``ColumnInfo.choices``).
         """
         if not isinstance(data, Mapping):
             raise SettingsError("The card's settings must be a mapping of setting names to values.")
@@ -100,12 +102,38 @@ class Settings:
         kwargs.setdefault("methods", DEFAULT_COLUMNS)
         options = kwargs.get("method_options")
         if isinstance(options, Mapping):
-            kwargs["method_options"] = {m: o for m, o in options.items() if not _own_weights(m)}
+            kwargs["method_options"] = {
+                m: _chosen(m, o) if _own_weights(m) else o for m, o in options.items()
+            }
         return cls(**kwargs)
 
 
 def _own_weights(name) -> bool:
     return name in COLUMNS and COLUMNS[name].own_variant is not None
+
+
+def _chosen(name: str, options) -> dict:
+    """Of a card's record of a column's own options, the ones a visitor chose (``ColumnInfo.choices``)."""
+    allowed = dict(COLUMNS[name].info.choices)
+    return {k: v for k, v in options.items() if k in allowed} if isinstance(options, Mapping) else options
+
+
+def check_choices(method: str, options) -> None:
+    """SettingsError unless every option of ``method`` (a column of its own weights) is one a visitor may
+    choose, with one of its allowed values (``ColumnInfo.choices``, from the registry's variant)."""
+    if not isinstance(options, Mapping):
+        raise SettingsError(f"The options of {method} must be a mapping of option names to values.")
+    allowed = dict(COLUMNS[method].info.choices)
+    for name, value in options.items():
+        if name not in allowed:
+            valid = ", ".join(allowed) or "none"
+            raise SettingsError(
+                f"{method} has no option {name!s:.40} to choose: its options are the server's, "
+                f"but for its choices: {valid}."
+            )
+        if not any(type(value) is type(v) and value == v for v in allowed[name]):
+            values = " or ".join(str(v) for v in allowed[name])
+            raise SettingsError(f"{method}'s {name} must be {values}, not {value!s:.40}.")
 
 
 def _check_backbone(backbone) -> None:
@@ -131,7 +159,8 @@ def _check_method_options(method_options) -> None:
         raise SettingsError("Method options must be a mapping from method names to their options.")
     for method, options in method_options.items():
         if _own_weights(method):
-            raise SettingsError(f"The options of {method} are the server's; a comparison cannot set them.")
+            check_choices(method, options)
+            continue
         checked = check_options(method, options)
         try:
             compressors.build(method, **checked)

@@ -189,7 +189,7 @@ def test_replay_refuses_a_different_video(clip, tmp_path):
 def tiny_official(tmp_path_factory):
     """A tiny random checkpoint under the official key names, loaded with small frames."""
     from pipeline import official
-    from tests.test_tempo_official import TINY_RULE, write_base, write_tempo
+    from tests.tempo_checkpoints import TINY_RULE, write_base, write_tempo
 
     root = tmp_path_factory.mktemp("official")
     tempo, base = write_tempo(root / "tempo"), write_base(root / "base")
@@ -203,7 +203,7 @@ def test_official_tempo_answers_in_its_own_column_with_its_allocation(clip, monk
     report = reports["tempo-6b.official"]
     assert report.error is None and report.answer
     tokens = [s["tokens"] for s in report.segments]
-    assert 0 < report.tokens["llm_input"] == sum(tokens) <= SETTINGS.budget
+    assert 0 < report.tokens["llm_input"] == sum(tokens) <= report.extra["budget"] == 4096
     assert all(0 < s["score"] < 1 for s in report.segments)
     assert [row["tokens"] for row in report.extra["allocation"]] == tokens
     assert reports["tempo"].error is None

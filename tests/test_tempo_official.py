@@ -1,283 +1,35 @@
-"""Tempo-6B (``tempo-6b.official``) on a tiny random checkpoint written under the authors' exact key names.
-
-The checkpoint is assembled here from transformers' own classes and literal prefixes (not from the module
-under test), with a ``config.json`` as the authors' ``TempoConfig`` saves it, next to a tiny "base VLM"
-directory (config, tokenizer, weights holding the Yes/No rows). Everything loads through
-``pipeline.official.load_tempo_official``, the entry point the app uses.
+"""Tempo-6B (``tempo-6b.official``) on a tiny random checkpoint written under the authors' exact key names
+(``tests.tempo_checkpoints``): the small VLM's scores and memory, the answer prompt, ATA, the frames, the
+registry entry. Everything loads through ``pipeline.official.load_tempo_official``, the entry point the app uses.
 """
 
 from __future__ import annotations
 
-import json
-import shutil
-from dataclasses import dataclass
-from pathlib import Path
-
 import numpy as np
 import pytest
 import torch
-from safetensors import safe_open
-from safetensors.torch import save_file
-from transformers import Qwen3Config, Qwen3ForCausalLM
 
 from compressors.tempo import SYSTEM_PROMPT, allocate_tokens
-from model_zoo import ModelLoadError
-from model_zoo import tempo_official as official
-from model_zoo.tiny import build_tiny, build_tokenizer, tiny_config
+from model_zoo.preprocess import VideoPreprocessConfig
+from model_zoo.tempo_official_config import BASE_VLM, HUB_ID, INFERENCE_RESERVE
+from model_zoo.tempo_official_frames import (
+    frame_sizes,
+    official_sample_indices,
+    official_sample_plan,
+    segment_video,
+)
 from pipeline.official import allocation_table, load_tempo_official, official_frame_selection
-
-N_MEMORY = 16
-#: Small frames for CPU: 64 x 64 stays 64 x 64 (2 x 2 merged tokens per group) under this rule.
-TINY_RULE = official.FrameRule(long_edge=64, video_min_tokens=4)
-
-
-# ---------------------------------------------------------------------------------------------- writers
-
-
-def llm_config(tokenizer, *, tied: bool) -> dict:
-    """A Qwen3 text config as the authors' Tempo config.json carries it (transformers 4.57 field names)."""
-    return {
-        "architectures": ["TempoQwenForCausalLM"],
-        "model_type": "tempo_qwen",
-        "vocab_size": len(tokenizer),
-        "hidden_size": 96,
-        "intermediate_size": 192,
-        "num_hidden_layers": 2,
-        "num_attention_heads": 4,
-        "num_key_value_heads": 2,
-        "head_dim": 24,
-        "hidden_act": "silu",
-        "max_position_embeddings": 4096,
-        "rms_norm_eps": 1e-6,
-        "rope_theta": 1000000.0,
-        "rope_scaling": None,
-        "tie_word_embeddings": tied,
-        "initializer_range": 0.08,
-        "bos_token_id": tokenizer.pad_token_id,
-        "eos_token_id": tokenizer.convert_tokens_to_ids("<|im_end|>"),
-        "torch_dtype": "float32",
-        # Tempo's own keys
-        "num_compression_tokens": N_MEMORY,
-        "mm_projector_type": "linear",
-        "mm_vision_tower_aux_list": ["Qwen/Qwen3-VL-2B-Instruct"],
-        "mm_hidden_size": 128,
-        "visual_token_budget": 8192,
-        "tokenizer_model_max_length": 16384,
-    }
-
-
-def official_state(config: dict, vlm_seed: int, seed: int) -> dict[str, torch.Tensor]:
-    """Random tensors under the official names, spelled out from the prefixes of the authors' checkpoint."""
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        text = {k: v for k, v in config.items() if k not in ("architectures", "model_type", "rope_scaling")}
-        llm = Qwen3ForCausalLM(Qwen3Config(**text))
-        small, _ = build_tiny(vlm_seed)
-        d_vlm, d_llm = small.config.text_config.hidden_size, config["hidden_size"]
-        state = {k: v.clone() for k, v in llm.state_dict().items()}
-        if config["tie_word_embeddings"]:
-            del state["lm_head.weight"]  # a tied head is not saved
-        for key, value in small.state_dict().items():
-            if not key.startswith("lm_head."):  # the small VLM's head is deleted
-                state["model.vision_tower_aux_list.0.vlm." + key] = value.clone()
-        state["model.vision_tower_aux_list.0.compression_tokens"] = torch.randn(1, N_MEMORY, d_vlm)
-        if config["mm_projector_type"] == "linear":
-            state["model.mm_projector.weight"] = torch.randn(d_llm, d_vlm) * 0.1
-            state["model.mm_projector.bias"] = torch.randn(d_llm) * 0.1
-        else:  # mlp2x_gelu: Linear, GELU, Linear
-            state["model.mm_projector.0.weight"] = torch.randn(d_llm, d_vlm) * 0.1
-            state["model.mm_projector.0.bias"] = torch.randn(d_llm) * 0.1
-            state["model.mm_projector.2.weight"] = torch.randn(d_llm, d_llm) * 0.1
-            state["model.mm_projector.2.bias"] = torch.randn(d_llm) * 0.1
-    return {k: v.contiguous() for k, v in state.items()}
-
-
-def write_tempo(directory: Path, *, tied: bool = True, projector: str = "linear", edit=None) -> Path:
-    tokenizer = build_tokenizer()
-    directory.mkdir(parents=True)
-    config = llm_config(tokenizer, tied=tied) | {"mm_projector_type": projector}
-    state = official_state(config, vlm_seed=1, seed=2)
-    if edit:
-        edit(config, state)
-    save_file(state, str(directory / "model.safetensors"), metadata={"format": "pt"})
-    (directory / "config.json").write_text(json.dumps(config, indent=1))
-    im_end, eot = (tokenizer.convert_tokens_to_ids(t) for t in ("<|im_end|>", "<|endoftext|>"))
-    (directory / "generation_config.json").write_text(json.dumps({"eos_token_id": [im_end, eot]}))
-    tokenizer.save_pretrained(str(directory))
-    return directory
-
-
-def write_base(directory: Path, *, tied: bool = False) -> Path:
-    """The tiny "Qwen3-VL-2B-Instruct": config, tokenizer with chat template, processor numbers, weights."""
-    tokenizer = build_tokenizer()
-    directory.mkdir(parents=True)
-    model, _ = build_tiny(0)
-    state = {k: v.clone().contiguous() for k, v in model.state_dict().items()}
-    config = tiny_config(tokenizer)
-    if tied:
-        config.tie_word_embeddings = True
-        del state["lm_head.weight"]
-    config.save_pretrained(str(directory))
-    save_file(state, str(directory / "model.safetensors"), metadata={"format": "pt"})
-    tokenizer.save_pretrained(str(directory))
-    processor = {"patch_size": 16, "temporal_patch_size": 2, "merge_size": 2, "image_mean": [0.5] * 3}
-    (directory / "video_preprocessor_config.json").write_text(
-        json.dumps(processor | {"image_std": [0.5] * 3})
-    )
-    return directory
-
-
-def frames_for(count: int, *, size: int = 64, seed: int = 0) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    return rng.integers(0, 256, size=(count, size, size, 3), dtype=np.uint8)
-
-
-@dataclass
-class Setup:
-    root: Path
-    tempo: Path
-    base: Path
+from tests.tempo_checkpoints import N_MEMORY, TINY_RULE, frames_for, make_setup
 
 
 @pytest.fixture(scope="module")
-def setup(tmp_path_factory) -> Setup:
-    root = tmp_path_factory.mktemp("tempo_official")
-    return Setup(root, write_tempo(root / "tempo"), write_base(root / "base"))
+def setup(tmp_path_factory):
+    return make_setup(tmp_path_factory.mktemp("tempo_official"))
 
 
 @pytest.fixture(scope="module")
 def tempo(setup):
     return load_tempo_official(setup.tempo, base_vlm=setup.base, device="cpu", rule=TINY_RULE)
-
-
-def read_file(path: Path) -> dict[str, torch.Tensor]:
-    with safe_open(str(path), framework="pt") as handle:
-        return {k: handle.get_tensor(k) for k in handle.keys()}  # noqa: SIM118 (handle is not iterable)
-
-
-# ---------------------------------------------------------------------------------------------- loading
-
-
-def test_every_official_key_loads_exactly(setup, tempo):
-    written = read_file(setup.tempo / "model.safetensors")
-    loaded = tempo.model.modules.official_tensors()
-    assert "model.vision_tower_aux_list.0.vlm.model.visual.patch_embed.proj.weight" in written
-    assert (
-        "model.vision_tower_aux_list.0.vlm.model.language_model.layers.0.self_attn.q_proj.weight" in written
-    )
-    assert "model.layers.1.mlp.down_proj.weight" in written and "model.mm_projector.weight" in written
-    assert set(written) == set(loaded) - {"lm_head.weight"}
-    for key, value in written.items():
-        assert torch.equal(loaded[key].detach(), value), key
-    assert tempo.model.num_memory_tokens == N_MEMORY and tempo.model.config.base_vlm == official.BASE_VLM
-
-
-def test_tied_config_uses_the_embedding_as_head(tempo):
-    llm = tempo.model.modules.llm
-    assert tempo.model.config.tied
-    assert llm.lm_head.weight.data_ptr() == llm.model.embed_tokens.weight.data_ptr()
-
-
-def test_untied_config_loads_its_own_head(setup):
-    path = write_tempo(setup.root / "untied", tied=False)
-    model = official.load_tempo_checkpoint(path, base_vlm=setup.base, device="cpu")
-    llm = model.modules.llm
-    assert llm.lm_head.weight.data_ptr() != llm.model.embed_tokens.weight.data_ptr()
-    assert torch.equal(llm.lm_head.weight, read_file(path / "model.safetensors")["lm_head.weight"])
-
-
-def test_untied_config_without_head_is_refused(setup):
-    path = write_tempo(setup.root / "untied_headless", tied=False, edit=lambda c, s: s.pop("lm_head.weight"))
-    with pytest.raises(official.TempoLoadError, match=r"missing: lm_head\.weight"):
-        official.load_tempo_checkpoint(path, base_vlm=setup.base, device="cpu")
-
-
-def test_renamed_key_is_refused_with_one_readable_message(setup):
-    def rename(config, state):
-        state["model.mm_projector.proj.weight"] = state.pop("model.mm_projector.weight")
-
-    path = write_tempo(setup.root / "renamed", edit=rename)
-    with pytest.raises(ModelLoadError) as caught:
-        load_tempo_official(path, base_vlm=setup.base, device="cpu")
-    message = str(caught.value)
-    first, *rest = message.splitlines()
-    assert first.endswith(".") and "1 missing, 1 unexpected" in first and "official key names" in first
-    assert rest == ["  missing: model.mm_projector.weight", "  unexpected: model.mm_projector.proj.weight"]
-
-
-def test_many_missing_keys_are_grouped_by_pattern(setup):
-    def drop_layers(config, state):
-        for key in [k for k in state if k.startswith("model.layers.")]:
-            del state[key]
-
-    path = write_tempo(setup.root / "no_layers", edit=drop_layers)
-    with pytest.raises(official.TempoLoadError) as caught:
-        official.load_tempo_checkpoint(path, base_vlm=setup.base, device="cpu")
-    assert "model.layers.*.mlp.up_proj.weight (2 keys)" in str(caught.value)
-    assert "  unexpected:" not in str(caught.value) and "0 unexpected" in str(caught.value)
-
-
-def test_shape_disagreeing_with_config_is_named(setup):
-    path = write_tempo(setup.root / "shape", edit=lambda c, s: c.update(num_compression_tokens=8))
-    with pytest.raises(
-        official.TempoLoadError, match=r"compression_tokens: checkpoint \[1, 16, 128\], model \[1, 8"
-    ):
-        official.load_tempo_checkpoint(path, base_vlm=setup.base, device="cpu")
-
-
-def test_other_model_types_and_missing_tempo_keys_are_refused(setup):
-    path = write_tempo(setup.root / "qwen3", edit=lambda c, s: c.update(model_type="qwen3"))
-    with pytest.raises(official.TempoLoadError, match="expected 'tempo_qwen'"):
-        official.load_tempo_checkpoint(path, base_vlm=setup.base, device="cpu")
-    path = write_tempo(setup.root / "no_n", edit=lambda c, s: c.pop("num_compression_tokens"))
-    with pytest.raises(official.TempoLoadError, match="num_compression_tokens"):
-        official.load_tempo_checkpoint(path, base_vlm=setup.base, device="cpu")
-
-
-def test_unreachable_hub_is_one_sentence(setup):
-    with pytest.raises(ModelLoadError) as caught:
-        load_tempo_official("Vision-CAIR/Tempo-6B", base_vlm=setup.base, device="cpu")
-    message = str(caught.value)
-    assert "\n" not in message and "Vision-CAIR/Tempo-6B" in message and official.BASE_VLM in message
-    with pytest.raises(ModelLoadError, match="neither a local directory nor a Hub repo id"):
-        load_tempo_official(setup.root / "does-not-exist", base_vlm=setup.base, device="cpu")
-
-
-def test_pickle_only_checkpoint_is_refused(setup):
-    path = setup.root / "bin_only"
-    shutil.copytree(setup.tempo, path)
-    (path / "model.safetensors").rename(path / "pytorch_model.bin")
-    with pytest.raises(official.TempoLoadError, match="only safetensors are loaded"):
-        official.load_tempo_checkpoint(path, base_vlm=setup.base, device="cpu")
-
-
-def test_mlp2x_gelu_projector(setup):
-    path = write_tempo(setup.root / "mlp", projector="mlp2x_gelu")
-    model = official.load_tempo_checkpoint(path, base_vlm=setup.base, device="cpu")
-    w = read_file(path / "model.safetensors")
-    x = torch.randn(3, 128)
-    hidden = torch.nn.functional.gelu(x @ w["model.mm_projector.0.weight"].T + w["model.mm_projector.0.bias"])
-    expected = hidden @ w["model.mm_projector.2.weight"].T + w["model.mm_projector.2.bias"]
-    torch.testing.assert_close(model.modules.projector(x), expected)
-
-
-# -------------------------------------------------------------------------------------------- relevance
-
-
-def test_relevance_head_is_yes_minus_no_of_the_base_head(setup, tempo):
-    base = read_file(setup.base / "model.safetensors")["lm_head.weight"]
-    vocab = build_tokenizer().get_vocab()
-    expected = base[vocab["Yes"]] - base[vocab["No"]]
-    assert tempo.model.relevance.dtype == torch.float32
-    torch.testing.assert_close(tempo.model.relevance, expected)
-
-
-def test_tied_base_reads_the_rows_from_its_embedding(setup):
-    base = write_base(setup.root / "base_tied", tied=True)
-    model = official.load_tempo_checkpoint(setup.tempo, base_vlm=base, device="cpu")
-    embed = read_file(base / "model.safetensors")["model.language_model.embed_tokens.weight"]
-    vocab = build_tokenizer().get_vocab()
-    torch.testing.assert_close(model.relevance, embed[vocab["Yes"]] - embed[vocab["No"]])
 
 
 def compress(tempo, frames, question, *, chunk_size=None):
@@ -358,9 +110,7 @@ def test_small_vlm_prompt_is_the_authors_layout_with_absolute_times(tempo):
 
 
 def test_one_frame_tail_is_duplicated():
-    batch = official.segment_video(
-        frames_for(17), 2.0, preprocess=official.VideoPreprocessConfig(), rule=TINY_RULE
-    )
+    batch = segment_video(frames_for(17), 2.0, preprocess=VideoPreprocessConfig(), rule=TINY_RULE)
     assert batch.grids.tolist() == [[4, 4, 4], [4, 4, 4], [1, 4, 4]]
     assert batch.frames == [range(0, 8), range(8, 16), range(16, 17)]
     assert batch.group_times[2] == [(16 + 17) / 2 / 2.0]
@@ -437,7 +187,7 @@ def test_context_limit_cuts_visual_tokens_from_the_end(tempo):
     question = "Where is the ball?"
     full = tempo.run(frames_for(24), 12.0, question, budget=48, max_new_tokens=1)
     text = len(full.prompt.parts[0][1]) + len(full.prompt.parts[-1][1])
-    limit = text + official.INFERENCE_RESERVE + 20  # room for 20 embeddings: stamps + tokens
+    limit = text + INFERENCE_RESERVE + 20  # room for 20 embeddings: stamps + tokens
     cut = tempo.run(frames_for(24), 12.0, question, budget=48, max_new_tokens=1, context_limit=limit)
     assert cut.segment_tokens == full.segment_tokens
     assert cut.prompt.length == text + 20 and cut.prompt.cut == full.prompt.length - text - 20
@@ -456,13 +206,13 @@ def test_context_limit_cuts_visual_tokens_from_the_end(tempo):
 
 
 def test_official_sample_plan():
-    plan = official.official_sample_plan(10.0, 30.0)  # 300 frames at 30 fps -> 20 frames, 2 fps
+    plan = official_sample_plan(300, 30.0)  # 300 frames at 30 fps -> 20 frames, 2 fps
     assert plan.indices == np.round(np.linspace(0, 299, 20)).astype(int).tolist()
     assert plan.real_fps == pytest.approx(2.0) and plan.source_times[-1] == pytest.approx(299 / 30)
-    assert len(official.official_sample_plan(1.0, 25.0).indices) == 4  # at least 4 frames
-    long = official.official_sample_plan(3600.0, 30.0)
+    assert len(official_sample_plan(25, 25.0).indices) == 4  # at least 4 frames
+    long = official_sample_plan(108_000, 30.0)
     assert len(long.indices) == 1024 and long.real_fps == pytest.approx(1024 / 3600)
-    assert official.official_sample_indices(1, 30.0) == [0]
+    assert official_sample_indices(1, 30.0) == [0]
 
 
 def test_run_applies_the_frame_count_rule():
@@ -476,12 +226,12 @@ def test_run_applies_the_frame_count_rule():
 
 def test_frame_sizes_follow_the_three_resizes():
     # 1280x720: long edge to 512 -> 512 x 288 (multiples of 16), already multiples of 32, 144 cells >= 128.
-    assert official.frame_sizes(720, 1280) == [(288, 512), (288, 512), (288, 512)]
+    assert frame_sizes(720, 1280) == [(288, 512), (288, 512), (288, 512)]
     # 1920x800 (2.4:1): 512 x 213.3 -> 512 x 208 (16s) -> 512 x 192 (32s, 6.5 rounds to even 6) ->
     # 96 cells < 128: scaled up by sqrt(131072 / 98304), sides ceiled to 32s -> 224 x 608.
-    assert official.frame_sizes(800, 1920) == [(208, 512), (192, 512), (224, 608)]
+    assert frame_sizes(800, 1920) == [(208, 512), (192, 512), (224, 608)]
     # 320x240 stays, 240 -> 256 (7.5 rounds to 8), 80 cells -> scaled up to 352 x 416.
-    assert official.frame_sizes(240, 320) == [(240, 320), (256, 320), (352, 416)]
+    assert frame_sizes(240, 320) == [(240, 320), (256, 320), (352, 416)]
 
 
 # -------------------------------------------------------------------------------------- registry and GPU
@@ -489,14 +239,15 @@ def test_frame_sizes_follow_the_three_resizes():
 
 def test_registry_entry():
     from model_zoo.variants import get_variant, list_official_variants
-    from pipeline.official import BUDGETS, VARIANT
+    from pipeline.official import VARIANT
 
     variant = get_variant(VARIANT)
-    assert VARIANT in list_official_variants() and variant.hub_id == official.HUB_ID
+    assert VARIANT in list_official_variants() and variant.hub_id == HUB_ID
     assert "non-commercial" in variant.license
     assert (variant.fps, variant.max_frames, variant.segment_frames, variant.budget) == (2.0, 1024, 8, 4096)
-    assert variant.options_dict()["budgets"] == BUDGETS == (4096, 8192)
-    assert variant.options_dict()["base_vlm"] == official.BASE_VLM
+    assert variant.options_dict()["visual_token_budget"] == 4096
+    assert dict(variant.choices) == {"visual_token_budget": (4096, 8192)}
+    assert variant.options_dict()["base_vlm"] == BASE_VLM
 
 
 @pytest.mark.gpu
