@@ -3,8 +3,11 @@
 Fei et al., "Small Vision-Language Models are Smart Compressors for Long Video Understanding",
 arXiv 2604.08120; authors' code github.com/FeiElysia/Tempo (Apache-2.0). The published model pairs
 Qwen3-VL-2B (the compressor) with a Qwen3-4B answering LLM: per 8-frame segment the small VLM reads the
-query and writes learned memory tokens; ATA gives each segment between 4 and 128 of them by its relevance;
-each kept segment reaches the LLM as ``<X.X seconds>`` then its tokens.
+query and writes learned memory tokens; ATA gives each segment between 4 and 128 of them by its relevance
+and keeps each segment's *first* k_i (strategy "head", the released setting); each kept segment reaches the
+LLM as ``<X.X seconds>`` then its tokens, the time being ``(8 i + 4) / real_fps`` with one decimal
+(``compute_segment_timestamp`` of ``tempo/mm_datautils.py``: the sampled frame 8 i + 4, frames timed
+``index / real_fps``), whatever the segment's length.
 
 Our training-free version on the shared backbone (the memory tokens and projector need Tempo's weights):
 - relevance prior: the backbone answers Tempo's inference prompt ("prompt 1" of ``tempo/mm_datautils.py``,
@@ -12,9 +15,16 @@ Our training-free version on the shared backbone (the memory tokens and projecto
   ``s = sigmoid(logit("Yes") - logit("No"))`` at the last prompt position — what the authors' router reads
   (``Qwen3VLTower.compute_relevance``: the lm_head's Yes-minus-No row on the last prompt state);
 - ATA unchanged (:func:`allocate_tokens`);
-- each segment keeps ``k_i`` of its *own visual tokens* by token merging (``compressors.tome``), not the
-  first ``k_i`` memory tokens: raw visual tokens are not front-loaded, so head truncation would keep only the
-  top rows of the first frame. Positions are the merge destinations' original local ``(t, h, w)``.
+- each segment keeps ``k_i`` of its *own visual tokens* by token merging (``compressors.tome``: ToMe's
+  size-weighted bipartite matching), not the first ``k_i`` memory tokens: raw visual tokens are not
+  front-loaded, so head truncation would keep only the top rows of the first frame. This is not the authors'
+  "tome" strategy either: theirs (``VLMMultimodalProcessor.tome_merge``, in ``tempo/vlm_multimodal_processor.py``)
+  merges the *memory tokens* of a segment, removes up to ceil(n/2) tokens a step, averages each destination
+  with its sources unweighted (no sizes carried between steps) and returns ``[unmerged, destinations]``.
+  Positions are the merge destinations' original local ``(t, h, w)``;
+- the segment's time is the middle of the span it covers (its first frame's time to the next segment's,
+  from the frames' own timestamps): the authors' ``(8 i + 4) / real_fps`` for a full segment at an even
+  rate, but a short last segment is timed at its own middle, not past the end of the video.
 """
 
 from __future__ import annotations
@@ -134,7 +144,8 @@ def relevance(
 
 
 def merge_segment(video: EncodedVideo, span: SegmentSpan, keep: int) -> VisualSegment:
-    """One segment's tokens merged to ``keep`` (ToMe), DeepStack alike, after its centre timestamp.
+    """One segment's tokens merged to ``keep`` (``compressors.tome``), DeepStack alike, after its time text
+    (the middle of its span: see the module docstring).
 
     Tokens are the segment's groups in order, each row-major; a token's local position is
     ``(group within the segment, row, col)``, and a merged token takes its destination's.

@@ -6,7 +6,9 @@ B (odd places), take the cosine similarity of every A token to every B token, le
 similar B token, and merge the ``r`` A tokens with the most similar picks into them (``r`` at most half the
 tokens), averaging weighted by how many input tokens each already stands for. Steps repeat until ``keep``
 tokens remain, with XComp's schedule (``tome16_mlp_hd64.py`` in ZheyuAqaZhang/XComp): remove half while more
-than half must go, then exactly the rest. Tempo's training-free ``"tome"`` allocation strategy does the same.
+than half must go, then exactly the rest. Tempo's optional ``"tome"`` strategy (``tome_merge`` in
+FeiElysia/Tempo ``tempo/vlm_multimodal_processor.py``, not the released setting) is a different merge: it
+removes up to ceil(n/2) tokens a step and averages without sizes (see ``compressors.tempo``).
 
 Where ours differs, and why:
 - the similarity uses the features themselves (ToMe uses attention keys, XComp the head-averaged features:

@@ -38,12 +38,37 @@ METHOD_LABELS: dict[str, str] = {
     "pool": "Average pooling of every frame",
 }
 
+#: How each column differs from its paper, and why: what the page shows per column (``ColumnInfo.about``),
+#: word for word the README's "How each column differs from its paper" (``tests/test_departures.py``).
 METHOD_NOTES: dict[str, str] = {
-    "espresso": "arXiv 2412.04729; no public weights, so the learned Q-Formers are replaced by average pooling.",
-    "xcomp": "arXiv 2604.14149 (NeurIPS 2025); LP-Comp without the paper's fine-tuning.",
-    "tempo": "arXiv 2604.08120; the shared backbone scores relevance (Tempo-6B's own weights are not used).",
-    "uniform": "Baseline: frames subsampled uniformly until they fit the budget.",
-    "pool": "Baseline: every frame kept, each group's token grid average-pooled to fit the budget.",
+    "espresso": (
+        "arXiv 2412.04729 has no public code or weights, so average pooling stands in for its learned spatial "
+        "and temporal compressors, on Qwen3-VL's 2-frame groups (the temporal tokens count groups, not frames). "
+        "Every segment still gets the same p + t tokens whatever its content, as in the paper."
+    ),
+    # Placeholder: what today's code does; the engine helper reports XComp's remaining departures to the lead.
+    "xcomp": (
+        "arXiv 2604.14149 on Qwen3-VL, without the paper's compression fine-tuning: ToMe to 16 tokens per frame, "
+        "QC-Comp scoring each 64-frame window as a fresh sequence with local positions (the authors score inside "
+        "one forward over the video), LP-Comp keeping the tokens' original positions (the authors renumber them), "
+        "neither when the budget covers the video, and frames kept as the shared budget allows (the authors "
+        "keep 2048 once 1024 are sampled)."
+    ),
+    "tempo": (
+        "arXiv 2604.08120 without its weights: the shared backbone's own Yes/No answer to Tempo's prompt is the "
+        "relevance prior and ATA is the authors', but each segment's visual tokens are merged to its share "
+        "(Tempo-6B's learned memory tokens need its weights), on the arena's frames rather than 2 fps at a 512 "
+        "edge, each segment timed at the middle of what it covers."
+    ),
+    "uniform": (
+        "Baseline, no paper: when the budget covers the video it is exactly the stock Qwen3-VL input of the "
+        "sampled frames; otherwise floor(B / P) of the encoded 2-frame groups, spread evenly, each laid out as "
+        "the stock model lays it out (a stock pipeline would sample fewer frames before encoding)."
+    ),
+    "pool": (
+        "Baseline, no paper: every 2-frame group is kept and its token grid average-pooled to the largest grid "
+        "that fits the budget, each after its timestamp: the pooling projector Espresso and XComp argue against."
+    ),
 }
 
 
@@ -194,8 +219,10 @@ OFFICIAL_VARIANTS: dict[str, Variant] = {
         options=(("base_vlm", "Qwen/Qwen3-VL-2B-Instruct"), ("min_tokens", 4), ("visual_token_budget", 4096)),
         choices=(("visual_token_budget", (4096, 8192)),),
         label="Tempo-6B (official weights: Qwen3-VL-2B compressor + Qwen3-4B answering LLM)",
-        notes="arXiv 2604.08120; the authors' checkpoint run by our own code; needs a GPU and both "
-        "Vision-CAIR/Tempo-6B and Qwen/Qwen3-VL-2B-Instruct from the Hub.",
+        notes="The authors' Tempo-6B weights (arXiv 2604.08120) run by our code with their sampling (2 fps from the "
+        "source, at most 1024 frames, a 512 long edge, their own timestamps) and their 4K or 8K budget instead "
+        "of the arena's frames and budget. Ours: PyAV decoding where the authors use decord, sdpa attention "
+        "instead of flash-attention 2, PIL bicubic in the third resize where their stack uses torchvision.",
     ),
 }
 
