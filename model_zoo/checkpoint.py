@@ -76,16 +76,22 @@ def read_bin(path: Path) -> dict[str, torch.Tensor]:
 
 @dataclass
 class WeightSource:
-    """Tensor names and shapes of a checkpoint; safetensors are read when copied, ``.bin`` shards are mapped."""
+    """Tensor names and shapes of a checkpoint; safetensors are read when copied, ``.bin`` shards are mapped.
+
+    ``error``: the class of the one-sentence error raised for a file that cannot be read, when opened or
+    when copied (a shard truncated or changed after its header was read).
+    """
 
     shapes: dict[str, tuple[int, ...]] = field(default_factory=dict)
     files: dict[str, Path] = field(default_factory=dict)
     held: dict[str, torch.Tensor] = field(default_factory=dict)
+    error: type[ModelLoadError] = CheckpointError
+    where: Path | None = None  # the checkpoint's folder, for the messages
 
     @classmethod
     def open(cls, directory: Path, error: type[ModelLoadError] = CheckpointError) -> WeightSource:
         """Every tensor's name and shape in ``directory``; ``error`` (one sentence) for unreadable files."""
-        source = cls()
+        source = cls(error=error, where=directory)
         for path in weight_files(directory, error):
             try:
                 source._add(path)
@@ -110,9 +116,17 @@ class WeightSource:
         for key, tensor in read_bin(path).items():
             self.shapes[key], self.held[key] = tuple(tensor.shape), tensor
 
-    @torch.no_grad()
     def copy_into(self, targets: dict[str, torch.Tensor]) -> None:
         """Copy every target's tensor from the checkpoint (names and shapes checked by the caller)."""
+        try:
+            self._copy(targets)
+        except FILE_ERRORS as exc:
+            raise self.error(
+                f"Cannot read the weights in {self.where} ({type(exc).__name__}: {first_line(exc)})."
+            ) from exc
+
+    @torch.no_grad()
+    def _copy(self, targets: dict[str, torch.Tensor]) -> None:
         by_file: dict[Path, list[str]] = {}
         for key, target in targets.items():
             if key in self.held:
@@ -127,12 +141,11 @@ class WeightSource:
 
 
 def summarize_keys(keys: Iterable[str], *, limit: int = 12) -> str:
-    """Keys grouped by their pattern (layer numbers as ``*``), e.g. ``model.layers.*.mlp.up_proj.weight (36 keys)``."""
+    """Keys grouped by their pattern (layer numbers as ``*``), at most ``limit`` patterns, e.g.
+    ``model.layers.*.mlp.up_proj.weight (36 keys); model.norm.weight``."""
     groups: dict[str, list[str]] = {}
     for key in sorted(keys):
         groups.setdefault(re.sub(r"\.\d+\.", ".*.", key), []).append(key)
-    lines = [
-        names[0] if len(names) == 1 else f"{pattern} ({len(names)} keys)" for pattern, names in groups.items()
-    ]
-    more = f"; and {len(lines) - limit} more patterns" if len(lines) > limit else ""
-    return "; ".join(lines[:limit]) + more
+    items = [names[0] if len(names) == 1 else f"{p} ({len(names)} keys)" for p, names in groups.items()]
+    more = f" and {len(items) - limit} more patterns" if len(items) > limit else ""
+    return "; ".join(items[:limit]) + more
