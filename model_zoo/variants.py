@@ -224,6 +224,49 @@ OFFICIAL_VARIANTS: dict[str, Variant] = {
         "of the arena's frames and budget. Ours: PyAV decoding where the authors use decord, sdpa attention "
         "instead of flash-attention 2, PIL bicubic in the third resize where their stack uses torchvision.",
     ),
+    # VideoChat-Flash-2B (XComp's base model, the paper's baseline) and XComp (arXiv 2604.14149), run by
+    # ``pipeline.flash`` on ``model_zoo.videochat_flash``. XComp's weights are on the authors' Google Drive only:
+    # no hub id; the Space's maintainer mirrors them (README) and points the column at them.
+    "videochat-flash-2b.official": Variant(
+        name="videochat-flash-2b.official",
+        backbone="videochat-flash-2b",
+        method="official",
+        hub_id="OpenGVLab/VideoChat-Flash-Qwen2_5-2B_res448",
+        revision="main",
+        license="apache-2.0 (model card; the code is MIT)",
+        fps=1.0,
+        max_frames=512,
+        segment_frames=8,
+        budget=4096,
+        options=(("base_vlm", "OpenGVLab/VideoChat-Flash-Qwen2_5-2B_res448"),),
+        label="VideoChat-Flash-2B (official weights: UMT-L + ToMe projector + Qwen2.5-1.5B; XComp's base model)",
+        notes="The authors' VideoChat-Flash-2B (arXiv 2501.00574), XComp's base model and the paper's "
+        "baseline, rebuilt natively (no remote code) with its own sampling (1 fps, 64 to 512 frames at "
+        "448 px): bf16 on CUDA (the model card's dtype; the authors' evaluation uses fp16), and the "
+        "shared budget caps its frames at 16 tokens each in whole 8-frame units, taken evenly from the "
+        "sampled ones (the authors feed every sampled frame). Ours: PyAV decoding where the authors use "
+        "decord, sdpa attention instead of flash-attention 2.",
+    ),
+    "xcomp-2b.official": Variant(
+        name="xcomp-2b.official",
+        backbone="xcomp-2b",
+        method="official",
+        hub_id=None,
+        revision="main",
+        license="MIT (XComp's weights and code)",
+        fps=8.0,
+        max_frames=1024,
+        segment_frames=8,
+        budget=4096,
+        options=(("base_vlm", "OpenGVLab/VideoChat-Flash-Qwen2_5-2B_res448"),),
+        label="XComp-2B (official weights: VideoChat-Flash-2B fine-tuned for LP-Comp and QC-Comp)",
+        notes="The authors' XComp weights (arXiv 2604.14149) with LP-Comp and QC-Comp as their run.sh runs "
+        "them (8 fps, 128 to 1024 frames; QC-Comp only from 1024 sampled frames): bf16 on CUDA; the "
+        "shared budget caps the frames as for VideoChat-Flash (the authors keep 2048); a frame QC-Comp "
+        "could not score ranks last (the authors divide by zero); scoring runs the prefill only (the "
+        "authors also decode an answer they discard). Its weights are on the authors' Google Drive only: "
+        "the Space's maintainer mirrors them (README). Ours: PyAV decoding, sdpa attention.",
+    ),
 }
 
 

@@ -59,7 +59,7 @@ from model_zoo import umt
 from model_zoo import videochat_flash_llm as llm_ops
 from model_zoo.loading import HUB_ERRORS, default_dtype, dtype_for
 from model_zoo.preprocess import check_frames
-from model_zoo.prompt import encode_text
+from model_zoo.prompt import encode_plain, encode_text
 from model_zoo.videochat_flash_frames import (
     VIDEOCHAT_FLASH_SAMPLING,
     XCOMP_SAMPLING,
@@ -285,8 +285,10 @@ class VideoChatFlash:
         message = (
             f"The video lasts for {duration:.2f} seconds, and {frames} frames are uniformly sampled from it."
         )
-        pieces = (SYSTEM_TURN, f"\n{message} {question}{STOP}\n", ASSISTANT_TURN)
-        return tuple(encode_text(self.tokenizer, piece) for piece in pieces)
+        tok = self.tokenizer
+        # the question is the visitor's: typed special-token strings stay plain text (``encode_plain``)
+        after = encode_plain(tok, f"\n{message} {question}") + encode_text(tok, f"{STOP}\n")
+        return encode_text(tok, SYSTEM_TURN), after, encode_text(tok, ASSISTANT_TURN)
 
     def _qc_select(self, picked, features, texts, keep) -> tuple[list[int], list[float]]:
         """QC-Comp: score every sampled frame over the authors' cyclic segments; the best ``keep``, in order."""

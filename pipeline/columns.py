@@ -110,6 +110,8 @@ COLUMNS: dict[str, Column] = {
     for c in (
         *(_shared(m) for m in compressors.COMPRESSORS),
         _official("tempo-6b.official", "pipeline.official:RUNNER"),
+        _official("videochat-flash-2b.official", "pipeline.flash:VIDEOCHAT"),
+        _official("xcomp-2b.official", "pipeline.flash:XCOMP"),
     )
 }
 

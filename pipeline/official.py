@@ -29,7 +29,6 @@ import numpy as np
 import torch
 
 import media
-import model_zoo
 from compressors.tempo import SYSTEM_PROMPT, USER_TEMPLATE, allocate_tokens
 from model_zoo import tempo_official as official
 from model_zoo.preprocess import PreprocessError, check_frames
@@ -49,9 +48,16 @@ from model_zoo.tempo_official_frames import (
     frame_sizes,
     official_sample_plan,
 )
-from pipeline import cache
-from pipeline.accounting import OUT_OF_MEMORY, MemoryMeter, failure, free_memory, rounded
-from pipeline.events import AnswerDelta, Event, MethodDone, MethodReport, Progress
+from pipeline.accounting import rounded
+from pipeline.authors import (
+    AuthorsRunner,
+    OwnFrames,
+    Resident,
+    keep_own_frames,
+    own_frames,
+    sample_positions,
+)
+from pipeline.events import AnswerDelta, Event, MethodReport, Progress
 from pipeline.request import Job
 
 VARIANT = "tempo-6b.official"
@@ -271,24 +277,7 @@ def allocation_table(run: OfficialRun) -> list[dict]:
     ]
 
 
-# --- the column's own frames ---------------------------------------------------------------------------
-
-
-@dataclass
-class OwnFrames:
-    """Tempo-6B's frames of one video, sampled as the authors sample them (CPU data: crosses ZeroGPU's boundary).
-
-    ``frames`` [T, H, W, 3] uint8 at the 512 long edge, with each frame's source timestamp (pts) and index;
-    ``duration`` the clip length the authors divide by (source frames / source fps), so that the run's
-    ``real_fps = T / duration``; ``error`` the one sentence of a video that could not be sampled so.
-    """
-
-    frames: media.Frames | None
-    duration: float
-    error: str | None = None
-
-    def __len__(self) -> int:
-        return 0 if self.frames is None else len(self.frames)
+# --- the column ---------------------------------------------------------------------------------------
 
 
 def sample_own_frames(path, info: media.VideoInfo, limits: media.Limits) -> OwnFrames:
@@ -297,58 +286,25 @@ def sample_own_frames(path, info: media.VideoInfo, limits: media.Limits) -> OwnF
     plan = official_sample_plan(info.frame_count, info.fps, max_frames=min(MAX_FRAMES, limits.max_frames))
     height, width = frame_sizes(info.height, info.width, OFFICIAL_RULE)[0]
     duration = info.frame_count / info.fps if info.fps > 0 else info.duration
-    try:
-        frames = media.sample_at(path, plan.indices, size=(width, height), limits=limits)
-    except media.VideoError as err:
-        return OwnFrames(None, duration, str(err))
-    return OwnFrames(frames, duration)
+    return sample_positions(path, plan.indices, (width, height), duration, limits)
 
 
-def nearest_positions(times: np.ndarray, wanted: Sequence[float]) -> list[int]:
-    """Positions in ``times`` (ascending) nearest to each of ``wanted``, ascending, without repeats."""
-    if len(times) == 0:
-        return []
-    right = np.clip(np.searchsorted(times, wanted), 1, len(times) - 1)
-    closer_left = np.abs(times[right - 1] - wanted) <= np.abs(times[right] - wanted)
-    return sorted({int(p) for p in np.where(closer_left, right - 1, right)})
-
-
-# --- the column -----------------------------------------------------------------------------------------
-
-
-class TempoOfficialRunner:
+class TempoOfficialRunner(AuthorsRunner):
     """``ColumnRunner`` of ``tempo-6b.official``: the authors' model on frames it samples itself (before the
     GPU call, ``prepare``), at its own 4K or 8K budget, reporting what the authors' demo shows (per-segment
     relevance and ATA allocation). One model stays resident, loaded on first use (``model``; tests swap in a
     tiny checkpoint)."""
 
     def __init__(self) -> None:
-        self._resident: tuple[tuple[str, str], TempoOfficial] | None = None
-
-    def model(self, checkpoint: str, base_vlm: str) -> TempoOfficial:
-        key = (checkpoint, base_vlm)
-        if self._resident is None or self._resident[0] != key:
-            self._resident = None  # the old model goes before the new one loads
-            self._resident = (key, load_tempo_official(checkpoint, base_vlm=base_vlm))
-        return self._resident[1]
+        self.model = Resident(lambda checkpoint, base_vlm: load_tempo_official(checkpoint, base_vlm=base_vlm))
 
     def prepare(self, job: Job, names: Sequence[str], limits: media.Limits) -> Iterator[Event]:
         """Each column's own frames (``OwnFrames``), decoded here, outside the GPU call; cached per video."""
         prepared = job.prepared
         yield Progress("sample", 0.12, f"{VARIANT}: sampling its own frames at 2 fps (at most 1024)…")
-        key = (prepared.fingerprint, VARIANT, min(MAX_FRAMES, limits.max_frames), OFFICIAL_RULE.long_edge)
-        own = cache.FRAMES.get(key)
-        if own is None:
-            own = sample_own_frames(prepared.path, prepared.info, limits)
-            if own.error is None:
-                cache.FRAMES.put(key, own)
+        key = (VARIANT, min(MAX_FRAMES, limits.max_frames), OFFICIAL_RULE.long_edge)
+        own = own_frames(prepared, key, lambda: sample_own_frames(prepared.path, prepared.info, limits))
         return dict.fromkeys(names, own)
-
-    def run(self, job: Job, names: Sequence[str]) -> Iterator[Event]:
-        for i, name in enumerate(names):
-            yield Progress("compress", 0.8 + 0.2 * i / len(names), f"{name}: compressing and answering…")
-            report = yield from self._column(job, name)
-            yield MethodDone(report)
 
     def gpu_seconds(self, job: Job, names: Sequence[str]) -> float:
         """Per column: its frames (its own when prepared, else 2 fps of the video, at most 1024) and answer."""
@@ -356,27 +312,10 @@ class TempoOfficialRunner:
         frames = [len(own) if isinstance(own := job.inputs.get(n), OwnFrames) else guess for n in names]
         return sum(4 + count * 0.02 + job.settings.max_new_tokens * 0.05 for count in frames)
 
-    def _column(self, job: Job, name: str) -> Iterator[Event]:
-        report = MethodReport(method=name, label=model_zoo.get_variant(name).label)
-        memory = MemoryMeter("cuda" if torch.cuda.is_available() else "cpu")
-        try:
-            own = job.inputs.get(name)
-            if own is None:  # a job that did not go through ``compare``: sample here
-                prepared = job.prepared
-                own = sample_own_frames(prepared.path, prepared.info, media.Limits())
-            if own.error is not None:
-                raise media.VideoError(own.error)
-            options = job.settings.options_for(name)
-            model = self.model(options["checkpoint"], options["base_vlm"])
-            yield from _answer(report, model, job, own, options["visual_token_budget"])
-        except media.VideoError as err:
-            report.error = err.message
-        except Exception as err:  # one column failing must not take the other columns down
-            report.error = failure(err)
-        if report.error == OUT_OF_MEMORY:
-            free_memory()  # outside the except: the traceback, and the memory it held, are gone
-        report.memory = memory.stop()
-        return report
+    def answer(self, report: MethodReport, job: Job, name: str, own: OwnFrames) -> Iterator[Event]:
+        options = job.settings.options_for(name)
+        model = self.model(options["checkpoint"], options["base_vlm"])
+        yield from _answer(report, model, job, own, options["visual_token_budget"])
 
 
 def _answer(
@@ -405,11 +344,7 @@ def _account(report: MethodReport, run: OfficialRun, prepared, own: OwnFrames) -
     """Tokens per frame over its own frames; kept frames are its own (source index and time), shown in the
     gallery as the shared frames nearest to them; its frame count beside the shared one in ``extra``."""
     frames = own.frames
-    kept = sorted(set(run.kept_frames))
-    report.kept_frames = [
-        {"index": int(frames.indices[p]), "timestamp": round(float(frames.timestamps[p]), 3)} for p in kept
-    ]
-    report.kept = nearest_positions(prepared.frames.timestamps, frames.timestamps[kept])
+    keep_own_frames(report, prepared, own, run.kept_frames)
     report.segments = [
         {"start": round(s.start, 3), "end": round(s.end, 3), "score": rounded(s.score), "tokens": s.delivered}
         for s in run.segments

@@ -33,6 +33,8 @@ def token_summary(report: MethodReport) -> str:
     if "frames" in own and "shared_frames" in own:  # a column that samples its own frames
         text += f" · its own {own['frames']:,} frames ({own['fps']:g} fps)"
         text += f" beside the shared {own['shared_frames']:,}"
+    if own.get("notes"):  # where this run departed from its authors' flow
+        text += " · " + "; ".join(own["notes"])
     return text
 
 

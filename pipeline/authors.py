@@ -1,0 +1,132 @@
+"""What every column with the authors' own weights shares: its own frames, one resident model, one report.
+
+Such a column (``tempo-6b.official``, ``videochat-flash-2b.official``, ``xcomp-2b.official``) samples its own
+frames as the authors do, before the GPU call (``ColumnRunner.prepare``: ``OwnFrames``, cached per video),
+keeps one model loaded (``Resident``: loaded on first use, so nothing downloads unless the column is ticked),
+and reports its answer in its own column: a failure (no GPU, no Hub, a video it cannot sample) is one
+sentence there and never takes the other columns down (``AuthorsRunner``). Its kept frames are its own
+(source index and time, in the run card); the page shows the shared frames nearest to them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Hashable, Iterator, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+import media
+import model_zoo
+from pipeline import cache
+from pipeline.accounting import OUT_OF_MEMORY, MemoryMeter, failure, free_memory
+from pipeline.events import Event, MethodDone, MethodReport, Progress
+from pipeline.request import Job
+from pipeline.video import PreparedVideo
+
+
+@dataclass
+class OwnFrames:
+    """A column's frames of one video, sampled as its authors sample them (CPU data: crosses ZeroGPU's boundary).
+
+    ``frames`` [T, H, W, 3] uint8 with each frame's source timestamp (pts) and index; ``duration`` the clip
+    length the authors divide by; ``error`` the one sentence of a video that could not be sampled so.
+    """
+
+    frames: media.Frames | None
+    duration: float
+    error: str | None = None
+
+    def __len__(self) -> int:
+        return 0 if self.frames is None else len(self.frames)
+
+
+def own_frames(prepared: PreparedVideo, key: Hashable, sample: Callable[[], OwnFrames]) -> OwnFrames:
+    """``sample()``, cached in the frame cache under (the video's fingerprint, ``key``) when it succeeded."""
+    full_key = (prepared.fingerprint, *key) if isinstance(key, tuple) else (prepared.fingerprint, key)
+    own = cache.FRAMES.get(full_key)
+    if own is None:
+        own = sample()
+        if own.error is None:
+            cache.FRAMES.put(full_key, own)
+    return own
+
+
+def sample_positions(
+    path, positions: Sequence[int], size: tuple[int, int], duration: float, limits
+) -> OwnFrames:
+    """The source frames at ``positions``, resized to ``size`` (width, height), as ``OwnFrames``."""
+    try:
+        return OwnFrames(media.sample_at(path, positions, size=size, limits=limits), duration)
+    except media.VideoError as err:
+        return OwnFrames(None, duration, str(err))
+
+
+def nearest_positions(times: np.ndarray, wanted: Sequence[float]) -> list[int]:
+    """Positions in ``times`` (ascending) nearest to each of ``wanted``, ascending, without repeats."""
+    if len(times) == 0:
+        return []
+    right = np.clip(np.searchsorted(times, wanted), 1, len(times) - 1)
+    closer_left = np.abs(times[right - 1] - wanted) <= np.abs(times[right] - wanted)
+    return sorted({int(p) for p in np.where(closer_left, right - 1, right)})
+
+
+def keep_own_frames(
+    report: MethodReport, prepared: PreparedVideo, own: OwnFrames, kept: Sequence[int]
+) -> None:
+    """``report``'s kept frames: its own (positions ``kept`` in ``own``), shown as the nearest shared ones."""
+    frames, kept = own.frames, sorted(set(kept))
+    report.kept_frames = [
+        {"index": int(frames.indices[p]), "timestamp": round(float(frames.timestamps[p]), 3)} for p in kept
+    ]
+    report.kept = nearest_positions(prepared.frames.timestamps, frames.timestamps[kept])
+
+
+class Resident:
+    """One loaded model, loaded by ``load(*key)`` on first use and replaced when another key is asked for."""
+
+    def __init__(self, load: Callable) -> None:
+        self.load, self._held = load, None
+
+    def __call__(self, *key):
+        if self._held is None or self._held[0] != key:
+            self._held = None  # the old model goes before the new one loads
+            self._held = (key, self.load(*key))
+        return self._held[1]
+
+
+class AuthorsRunner:
+    """The ``ColumnRunner`` skeleton of a column with its own weights: per column, ``answer(report, job, name,
+    own)`` (a generator of events filling ``report``) inside one try, so a failure is its column's sentence.
+    Subclasses set ``model`` (a ``Resident``) and implement ``prepare``, ``answer`` and ``gpu_seconds``."""
+
+    def prepare(self, job: Job, names: Sequence[str], limits: media.Limits) -> Iterator[Event]:
+        raise NotImplementedError
+
+    def answer(self, report: MethodReport, job: Job, name: str, own: OwnFrames) -> Iterator[Event]:
+        raise NotImplementedError
+
+    def run(self, job: Job, names: Sequence[str]) -> Iterator[Event]:
+        for i, name in enumerate(names):
+            yield Progress("compress", 0.8 + 0.2 * i / len(names), f"{name}: compressing and answering…")
+            report = yield from self._column(job, name)
+            yield MethodDone(report)
+
+    def _column(self, job: Job, name: str) -> Iterator[Event]:
+        report = MethodReport(method=name, label=model_zoo.get_variant(name).label)
+        memory = MemoryMeter("cuda" if torch.cuda.is_available() else "cpu")
+        try:
+            own = job.inputs.get(name)
+            if own is None:  # a job that did not go through ``compare``: sample here
+                own = (yield from self.prepare(job, [name], media.Limits()))[name]
+            if own.error is not None:
+                raise media.VideoError(own.error)
+            yield from self.answer(report, job, name, own)
+        except media.VideoError as err:
+            report.error = err.message
+        except Exception as err:  # one column failing must not take the other columns down
+            report.error = failure(err)
+        if report.error == OUT_OF_MEMORY:
+            free_memory()  # outside the except: the traceback, and the memory it held, are gone
+        report.memory = memory.stop()
+        return report
