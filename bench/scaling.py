@@ -94,7 +94,7 @@ def _compress(backbone, video, spans, settings: Settings, method: str):
 
 
 class StandInHooks:
-    """Deterministic random relevance logits and clip attention (token counts do not depend on them)."""
+    """Deterministic random relevance logits and window scores (token counts do not depend on them)."""
 
     def __init__(self, num_layers: int) -> None:
         self.num_layers = num_layers
@@ -103,8 +103,8 @@ class StandInHooks:
     def next_token_logits(self, prompts, *, system, user_text, words) -> torch.Tensor:
         return torch.randn(len(prompts), len(words), generator=self._rng)
 
-    def clip_attention(self, clips, question, layers) -> torch.Tensor:
-        return torch.rand(len(layers), len(clips), generator=self._rng)
+    def window_scores(self, segments, question, *, windows, layers, keep) -> list[torch.Tensor]:
+        return [torch.rand(len(layers), len(window), generator=self._rng) for window in windows]
 
 
 def real_size_video(frames: int, group_times: torch.Tensor, padded: int) -> VisualTokens:

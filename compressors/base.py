@@ -21,7 +21,8 @@ import torch
 #: Per-layer keep rule used during prefill (XComp's LP-Comp). Called after 0-based decoder layer ``layer``
 #: with ``alive`` = the original indices (into the concatenation of all visual segments' tokens, in order)
 #: of the visual tokens still in the sequence; returns a bool mask over ``alive`` of those to keep. Text
-#: tokens are never dropped. Returning ``None`` keeps everything.
+#: tokens are never dropped. Returning ``None`` keeps everything. What remains after a drop is renumbered
+#: with contiguous positions (as XComp's authors do), and decoding goes on from there at every layer.
 KeepRule = Callable[[int, torch.Tensor], "torch.Tensor | None"]
 
 
@@ -124,15 +125,24 @@ class BackboneHooks(Protocol):
 
     num_layers: int  # decoder layers of the answering LLM
 
-    def clip_attention(
-        self, clips: Sequence[Sequence[VisualSegment]], question: str, layers: Sequence[int]
-    ) -> torch.Tensor:
-        """Attention from the question to each clip, in one fresh sequence with local positions.
+    def window_scores(
+        self,
+        segments: Sequence[VisualSegment],
+        question: str,
+        *,
+        windows: Sequence[Sequence[Sequence[int]]],
+        layers: Sequence[int],
+        keep: KeepRule | None,
+    ) -> list[torch.Tensor]:
+        """QC-Comp's attention probe over one chunk (XComp, arXiv 2604.14149), as the authors compute it.
 
-        The sequence is [chat prefix, every clip's segments in order, question text]. Returns
-        ``[len(layers), len(clips)]``: per chosen 0-based layer, the attention weight from the question's
-        rows to each clip's visual tokens, averaged over heads, question rows and the clip's tokens.
-        Full attention maps are never materialised.
+        The prompt [chat prefix, ``segments`` in order, ``question``] runs through the LLM, ``keep`` dropping
+        visual tokens between layers (LP-Comp). At each chosen 0-based layer, each window (a list of clips,
+        each a list of indices into ``segments``) re-runs that layer on its own rows of the layer's input
+        [rows before the video, the window's segments, the question and its closing turn tokens] with its own
+        positions. Returns per window ``[len(layers), clips]``: the attention from the question rows to each
+        clip's visual tokens, averaged over heads, question rows and the clip's tokens. Full attention maps
+        are never materialised.
         """
         ...
 
@@ -178,7 +188,8 @@ class Method:
     stock layout is returned), and its options for the run card.
 
     A method is a frozen keyword-only dataclass subclassing this, with ``name``/``label`` class variables,
-    and implements only :meth:`reduce` (called when the budget is below the raw token count).
+    and implements only :meth:`reduce` (called when the budget is below the raw token count; XComp, which
+    always applies its stages, overrides :meth:`compress`).
     """
 
     name: ClassVar[str]
@@ -255,7 +266,7 @@ def frames_of_groups(
 def passthrough(method: str, video: EncodedVideo, segments: Sequence[SegmentSpan]) -> CompressionResult:
     """The uncompressed video, laid out as the stock model lays it out (every group its own block).
 
-    Every method returns this when the budget covers the raw tokens: a budget larger than the input
+    Every method but XComp returns this when the budget covers the raw tokens: a budget larger than the input
     changes nothing, so the answer then equals the stock model's.
     """
     groups = range(video.embeds.shape[0])

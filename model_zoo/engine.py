@@ -10,9 +10,10 @@ the layout is the stock one (``tests/test_engine.py`` proves it token for token)
   three axes, M the prompt's largest position (``compute_3d_position_ids``: text position + rope delta);
 * where one such call cannot do the job, the same library layers run one at a time (``engine_layers``): a
   ``KeepRule`` dropping visual tokens after chosen layers during prefill (XComp's LP-Comp: each layer's cache
-  keeps what that layer saw, so later steps decode over per-layer lengths), a prefix run through some layers
-  only, an attention probe (``engine_probe``), and batched decoding of requests whose caches differ per
-  layer (``engine_batch``);
+  keeps what that layer saw, and what remains is renumbered contiguously as XComp's authors do, so decoding
+  continues at a per-layer position over per-layer lengths: ``PrefillResult.next_positions``), a prefix run
+  through some layers only, QC-Comp's attention probe (``engine_probe``), and batched decoding of requests
+  whose caches differ per layer (``engine_batch``);
 * a prompt's prefix (everything before the question: chat prefix and visual tokens) can run once
   (``run_prefixes`` → ``PrefixKV``) and serve any number of questions: its keys and values go back into the
   library's forward as a ``DynamicCache`` (``past_key_values``) and only the question's rows run
@@ -25,6 +26,7 @@ The model is a parameter (``Qwen3VLForConditionalGeneration``: ``model.model.lan
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
@@ -36,6 +38,7 @@ from model_zoo.engine_layers import (
     KeepRule,
     LayerMasks,
     SequenceState,
+    Trace,
     cache_lengths,
     check_mask_attention,
     embed_sequence,
@@ -54,6 +57,9 @@ class PrefillResult:
     logits: torch.Tensor
     cache: DynamicCache
     per_layer_visual: list[int] = field(default_factory=list)
+    #: Per layer, where the first generated token sits (the prompt's largest position + 1 there: the same
+    #: for every layer unless a keep rule renumbered what remained).
+    next_positions: list[int] = field(default_factory=list)
 
 
 def forward(
@@ -80,10 +86,12 @@ def forward(
     return out.last_hidden_state
 
 
-def rows_inputs(model, layouts: Sequence[PromptLayout], spans: Sequence[tuple[int, int]], *, pad_id: int):
-    """The rows [start, end) of each layout, right-padded into one batch on the model's device: embeddings
-    [B, W, D], positions [3, B, W], visual mask [B, W], and the DeepStack levels of the visual tokens inside
-    the spans (row-major over the batch).
+def rows_inputs(
+    model, layouts: Sequence[PromptLayout], spans: Sequence[tuple[int, int]], *, pad_id: int
+) -> tuple[SequenceState, list[torch.Tensor]]:
+    """The rows [start, end) of each layout, right-padded into one batch on the model's device: the state
+    before layer 0 (embeddings [B, W, D], positions [3, B, W], visual mask [B, W], rows counted from each
+    span's start) and the DeepStack levels of the visual tokens inside the spans (row-major over the batch).
 
     Causal attention means a real row never sees the pads after it, so the pads need no mask; they sit at
     positions continuing their row's, and their values never reach a real row.
@@ -104,14 +112,13 @@ def rows_inputs(model, layouts: Sequence[PromptLayout], spans: Sequence[tuple[in
     device = model.device
     visual = visual.to(device)
     hidden = embed_sequence(model, ids.to(device), visual, torch.cat(embeds))
-    return hidden, positions.to(device), visual, [torch.cat(level) for level in zip(*deepstack, strict=True)]
+    state = SequenceState.start(hidden, positions.to(device), visual, [start for start, _ in spans])
+    return state, [torch.cat(level) for level in zip(*deepstack, strict=True)]
 
 
 def run(
     model,
-    embeds: torch.Tensor,
-    positions: torch.Tensor,
-    visual_mask: torch.Tensor,
+    state: SequenceState,
     *,
     depth: int | None = None,
     cache: DynamicCache | None = None,
@@ -119,29 +126,35 @@ def run(
     keep: KeepRule | None = None,
     probe=None,
     padding: Sequence[torch.Tensor] | None = None,
-) -> tuple[torch.Tensor, list[int]]:
-    """Rows ``embeds`` [B, L, D] at ``positions`` [3, B, L] through the first ``depth`` layers (default: all)
-    over ``cache``: hidden states [B, L, D] (after the final norm when every layer ran) and the visual tokens
-    each layer saw (over the batch).
+    shifts: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, Trace]:
+    """``state`` (B rows) through the first ``depth`` layers (default: all) over ``cache``: hidden states
+    [B, L, D] (after the final norm when every layer ran) and, per layer, the visual tokens it saw (over the
+    batch) and where the next token would sit (``Trace``).
 
-    One library forward (``forward``) when that can do the job: every layer, no keep rule, no probe, and
-    one mask for all layers (the cache's layers hold equal lengths, ``padding`` is one tensor for all).
-    Otherwise the same layers one by one (``engine_layers.run_layers``), each with its own mask from
-    ``padding[layer]`` (the library's 2-D mask of real keys [B, cached + L]).
+    One library forward (``forward``) when that can do the job: every layer, no keep rule, no probe, no
+    per-layer ``shifts`` of the positions, one mask for all layers (equal cache lengths, one ``padding``).
+    Otherwise the same layers one by one (``engine_layers.run_layers``), each with its own positions and
+    mask from ``padding[layer]`` (the library's 2-D mask of real keys [B, cached + L]).
     """
     total = len(text_model(model).layers)
     depth = total if depth is None else depth
     one_mask = (cache is None or len(set(cache_lengths(cache))) == 1) and (
         padding is None or all(p is padding[0] for p in padding)
     )
-    if depth == total and keep is None and probe is None and one_mask:
-        pad = None if padding is None else padding[0]
+    if depth == total and keep is None and probe is None and shifts is None and one_mask:
         hidden = forward(
-            model, embeds, positions, cache=cache, visual_mask=visual_mask, deepstack=deepstack, padding=pad
+            model,
+            state.hidden,
+            state.positions,
+            cache=cache,
+            visual_mask=state.visual_mask,
+            deepstack=deepstack,
+            padding=None if padding is None else padding[0],
         )
-        return hidden, [int(visual_mask.sum())] * total
-    state = SequenceState.start(model, embeds, positions, visual_mask)
-    state, seen = run_layers(
+        trace = Trace([int(state.visual_mask.sum())] * total, [int(state.positions[:, 0].max()) + 1] * total)
+        return hidden, trace
+    state, trace = run_layers(
         model,
         state,
         range(depth),
@@ -150,8 +163,9 @@ def run(
         keep=keep,
         probe=probe,
         masks=LayerMasks(model, cache, padding),
+        shifts=shifts,
     )
-    return (text_model(model).norm(state.hidden) if depth == total else state.hidden), seen
+    return (text_model(model).norm(state.hidden) if depth == total else state.hidden), trace
 
 
 def last_rows(hidden: torch.Tensor, spans: Sequence[tuple[int, int]]) -> torch.Tensor:
@@ -165,45 +179,49 @@ def prefill(model, layout: PromptLayout, *, keep: KeepRule | None = None) -> Pre
     """Run the whole prompt through every layer, filling a ``DynamicCache``; logits at the last position.
 
     Without a keep rule this is one library forward; with one, the layers run one by one so that the rule
-    can drop visual tokens between them. The last token is text (the generation prompt), so a keep rule can
-    never remove it.
+    can drop visual tokens between them, and after each drop the rest is renumbered (``relayout``): the
+    result's ``next_positions`` say where decoding continues at each layer. The last token is text (the
+    generation prompt), so a keep rule can never remove it.
     """
     spans = [(0, layout.input_ids.numel())]
     # One prompt: no right padding, so the pad id is never used.
-    embeds, positions, visual, deepstack = rows_inputs(model, [layout], spans, pad_id=0)
+    state, deepstack = rows_inputs(model, [layout], spans, pad_id=0)
     cache = new_cache(model)
-    hidden, seen = run(model, embeds, positions, visual, cache=cache, deepstack=deepstack, keep=keep)
-    return PrefillResult(model.lm_head(hidden[0, -1]), cache, seen)
+    hidden, trace = run(model, state, cache=cache, deepstack=deepstack, keep=keep)
+    return PrefillResult(model.lm_head(hidden[0, -1]), cache, trace.seen, trace.next_positions)
 
 
 @torch.inference_mode()
-def decode_step(model, token: int, position: int, cache: DynamicCache) -> torch.Tensor:
-    """One greedy step: embed ``token`` at ``position`` (all three axes), run every layer; logits [V].
+def decode_step(model, token: int, positions: Sequence[int], cache: DynamicCache) -> torch.Tensor:
+    """One greedy step: embed ``token``, run every layer l at ``positions[l]`` (all three axes); logits [V].
 
-    One library forward over the cache; when a keep rule left the layers different lengths, the layers run
-    one by one so that each gets a mask sized to its own cache (``run``).
+    One library forward over the cache; when a keep rule left the layers different lengths or positions,
+    the layers run one by one so that each gets its own mask and position (``run``).
     """
     device = model.device
     ids = torch.tensor([[token]], device=device)
-    positions = torch.full((3, 1, 1), position, dtype=torch.long, device=device)
+    at = torch.tensor(list(positions), device=device)
+    shifts = None if bool((at == at[0]).all()) else (at - at[0])[:, None]  # [layers, 1]
     no_visual = torch.zeros_like(ids, dtype=torch.bool)
-    hidden, _ = run(model, text_model(model).embed_tokens(ids), positions, no_visual, cache=cache)
+    start = at[0].view(1, 1, 1).expand(3, 1, 1)
+    state = SequenceState.start(text_model(model).embed_tokens(ids), start, no_visual)
+    hidden, _ = run(model, state, cache=cache, shifts=shifts)
     return model.lm_head(hidden[0, -1])
 
 
 def greedy_tokens(
-    model, first: PrefillResult, *, start_position: int, max_new_tokens: int, eos_ids: Sequence[int]
+    model, first: PrefillResult, *, max_new_tokens: int, eos_ids: Sequence[int]
 ) -> Iterator[int]:
     """Greedy decoding after a prefill: yields token ids until one of ``eos_ids`` (yielded too) or
-    ``max_new_tokens``. Step k (0-based) is fed at ``start_position + k``; ties go to the lowest id, like
-    ``torch.argmax`` in stock ``generate``."""
+    ``max_new_tokens``. Step k (0-based) is fed at layer l's ``first.next_positions[l] + k``; ties go to the
+    lowest id, like ``torch.argmax`` in stock ``generate``."""
     logits = first.logits
     for k in range(max_new_tokens):
         token = int(torch.argmax(logits.float()))
         yield token
         if token in eos_ids or k + 1 == max_new_tokens:
             return
-        logits = decode_step(model, token, start_position + k, first.cache)
+        logits = decode_step(model, token, [n + k for n in first.next_positions], first.cache)
 
 
 # ---------------------------------------------------------------------------------------------- prompt prefixes
@@ -211,21 +229,23 @@ def greedy_tokens(
 
 @dataclass
 class PrefixKV:
-    """The first ``length`` rows of a prompt run through the first layers once, for any prompt starting with them.
+    """The first ``length`` rows of a prompt run through the first layers once, for any prompt that starts so.
 
     A prompt's prefix is everything before its user text (``prefix_length``): the chat prefix and every
     visual token. What follows is text only, so nothing computed for the prefix depends on the question, and
     a follow-up question runs only its own rows over these keys (``prefill_after``, ``extend_last_logits``)
     -- prefix caching, as serving engines do it. ``keys``/``values``: per layer [1, H_kv, P_l, d], what that
     layer's cache held after the prefix (P_l < ``length`` where a keep rule dropped visual tokens);
-    ``per_layer_visual``: the visual tokens each layer saw. Extending copies them into a new cache
-    (``as_cache``), so one ``PrefixKV`` serves any number of prompts.
+    ``per_layer_visual``: the visual tokens each layer saw; ``next_positions``: per layer, where the first
+    row after the prefix sits (they differ once a keep rule renumbered the prefix). Extending copies the
+    tensors into a new cache (``prefix_cache``), so one ``PrefixKV`` serves any number of prompts.
     """
 
     length: int
     keys: list[torch.Tensor]
     values: list[torch.Tensor]
     per_layer_visual: list[int]
+    next_positions: list[int]
 
     def lengths(self) -> list[int]:
         """Cached rows per layer."""
@@ -237,7 +257,7 @@ class PrefixKV:
         if all(k.device == device for k in self.keys):
             return self
         move = lambda tensors: [t.to(device) for t in tensors]  # noqa: E731
-        return PrefixKV(self.length, move(self.keys), move(self.values), list(self.per_layer_visual))
+        return dataclasses.replace(self, keys=move(self.keys), values=move(self.values))
 
 
 def prefix_length(layout: PromptLayout) -> int:
@@ -259,11 +279,13 @@ def run_prefixes(
     pad_id: int,
     keep: KeepRule | None = None,
     depth: int | None = None,
+    probe=None,
 ) -> list[PrefixKV]:
     """Each layout's prefix (``prefix_length``) through the first ``depth`` layers (default: all), the
-    prefixes as one right-padded batch. A shallower prefix serves the attention probe (``query_attention``).
+    prefixes as one right-padded batch. A shallower prefix serves the attention probe (``engine_probe``).
 
-    ``keep`` (a batch of one only) may drop visual tokens after any layer, exactly as in ``prefill``.
+    ``keep`` (a batch of one only) may drop visual tokens after any layer, exactly as in ``prefill``;
+    ``probe(layer, state)`` reads each layer's input (``engine_layers.run_layers``).
     """
     if keep is not None and len(layouts) != 1:
         raise EngineError("a keep rule applies to one prompt at a time")
@@ -272,15 +294,13 @@ def run_prefixes(
     if not 1 <= depth <= total:
         raise EngineError(f"a prefix runs 1 to {total} layers, got {depth}")
     lengths = [prefix_length(x) for x in layouts]
-    embeds, positions, visual, deepstack = rows_inputs(
-        model, layouts, [(0, n) for n in lengths], pad_id=pad_id
-    )
+    state, deepstack = rows_inputs(model, layouts, [(0, n) for n in lengths], pad_id=pad_id)
     cache = new_cache(model)
-    _, seen = run(model, embeds, positions, visual, depth=depth, cache=cache, deepstack=deepstack, keep=keep)
+    _, trace = run(model, state, depth=depth, cache=cache, deepstack=deepstack, keep=keep, probe=probe)
     keys = [cache.layers[layer].keys for layer in range(depth)]
     values = [cache.layers[layer].values for layer in range(depth)]
     if len(layouts) == 1:
-        return [PrefixKV(lengths[0], keys, values, seen[:depth])]
+        return [PrefixKV(lengths[0], keys, values, trace.seen[:depth], trace.next_positions[:depth])]
     # No keep rule in a batch: every layer holds row b's first ``n`` keys (a copy each, so that keeping one
     # prefix does not keep the whole batch's buffer alive).
     return [
@@ -289,6 +309,7 @@ def run_prefixes(
             [k[b : b + 1, :, :n].clone() for k in keys],
             [v[b : b + 1, :, :n].clone() for v in values],
             [x.num_visual] * depth,
+            [int(x.positions[:, :n].max()) + 1] * depth,
         )
         for b, (x, n) in enumerate(zip(layouts, lengths, strict=True))
     ]
@@ -321,10 +342,11 @@ def prefix_cache(model, prefixes: Sequence[PrefixKV], rows: int) -> tuple[Dynami
 
 def extend(
     model, layouts: Sequence[PromptLayout], prefixes: Sequence[PrefixKV], *, pad_id: int, probe=None
-) -> tuple[torch.Tensor | None, DynamicCache]:
+) -> tuple[torch.Tensor | None, DynamicCache, Trace]:
     """Run each layout's rows after its prefix over the prefix's keys, as one batch, through as many layers
-    as the prefixes hold: logits [B, V] at each layout's last row (None when the prefixes stop before the
-    last layer) and the cache (per layer: the right-padded prefixes, then the new rows)."""
+    as the prefixes hold, each row at layer l from its prefix's ``next_positions[l]`` on: logits [B, V] at
+    each layout's last row (None when the prefixes stop before the last layer), the cache (per layer: the
+    right-padded prefixes, then the new rows) and the run's ``Trace``."""
     check_mask_attention(model, "reusing a prompt prefix")
     depth = len(prefixes[0].keys)
     for x, prefix in zip(layouts, prefixes, strict=True):
@@ -334,19 +356,22 @@ def extend(
                 f"prompt ({prefix_length(x)} rows before the question, {depth} layers)"
             )
     spans = [(p.length, x.input_ids.numel()) for x, p in zip(layouts, prefixes, strict=True)]
-    embeds, positions, visual, _ = rows_inputs(model, layouts, spans, pad_id=pad_id)
-    cache, padding = prefix_cache(model, prefixes, embeds.shape[1])
-    hidden, _ = run(model, embeds, positions, visual, depth=depth, cache=cache, probe=probe, padding=padding)
+    state, _ = rows_inputs(model, layouts, spans, pad_id=pad_id)
+    cache, padding = prefix_cache(model, prefixes, state.hidden.shape[1])
+    starts = torch.tensor([int(x.positions[0, p.length]) for x, p in zip(layouts, prefixes, strict=True)])
+    shifts = torch.tensor([p.next_positions for p in prefixes]).t() - starts  # [layers, B]
+    shifts = None if not shifts.any() else shifts.to(model.device)
+    hidden, trace = run(model, state, depth=depth, cache=cache, probe=probe, padding=padding, shifts=shifts)
     logits = model.lm_head(last_rows(hidden, spans)) if depth == len(text_model(model).layers) else None
-    return logits, cache
+    return logits, cache, trace
 
 
 @torch.inference_mode()
 def prefill_after(model, layout: PromptLayout, prefix: PrefixKV, *, pad_id: int) -> PrefillResult:
     """``prefill`` of ``layout`` from its cached ``prefix``: only the rows after it run (the same arithmetic as
     a prefill that ran ``run_prefixes`` first, so a reused prefix answers bit for bit as a fresh one)."""
-    logits, cache = _logits_after(model, [layout], [prefix], pad_id=pad_id)
-    return PrefillResult(logits=logits[0], cache=cache, per_layer_visual=list(prefix.per_layer_visual))
+    logits, cache, trace = _logits_after(model, [layout], [prefix], pad_id=pad_id)
+    return PrefillResult(logits[0], cache, list(prefix.per_layer_visual), trace.next_positions)
 
 
 @torch.inference_mode()
@@ -357,7 +382,7 @@ def extend_last_logits(
     return _logits_after(model, layouts, prefixes, pad_id=pad_id)[0]
 
 
-def _logits_after(model, layouts, prefixes, *, pad_id: int) -> tuple[torch.Tensor, DynamicCache]:
+def _logits_after(model, layouts, prefixes, *, pad_id: int) -> tuple[torch.Tensor, DynamicCache, Trace]:
     if any(len(p.keys) != len(text_model(model).layers) for p in prefixes):
         raise EngineError("logits need prefixes through every layer")
     return extend(model, layouts, prefixes, pad_id=pad_id)
@@ -368,6 +393,6 @@ def last_logits(model, layouts: Sequence[PromptLayout], *, pad_id: int) -> torch
     """Logits [B, V] at each whole prompt's last row, the prompts right-padded into one batch (no prefix, no
     mask: any attention kernel)."""
     spans = [(0, x.input_ids.numel()) for x in layouts]
-    embeds, positions, visual, deepstack = rows_inputs(model, layouts, spans, pad_id=pad_id)
-    hidden, _ = run(model, embeds, positions, visual, deepstack=deepstack)
+    state, deepstack = rows_inputs(model, layouts, spans, pad_id=pad_id)
+    hidden, _ = run(model, state, deepstack=deepstack)
     return model.lm_head(last_rows(hidden, spans))

@@ -111,9 +111,12 @@ def padding_masks(lengths: torch.Tensor, width: int, dtype: torch.dtype) -> torc
 
 
 @torch.inference_mode()
-def batch_decode_step(model, tokens: Sequence[int], positions: Sequence[int], cache: BatchKV) -> torch.Tensor:
-    """One greedy step for B rows: row b embeds ``tokens[b]`` at ``positions[b]`` (all three axes, its own
-    rotary angle), every layer attends over its own cached keys (``cache.attention_mask``); logits [B, V].
+def batch_decode_step(
+    model, tokens: Sequence[int], positions: Sequence[Sequence[int]], cache: BatchKV
+) -> torch.Tensor:
+    """One greedy step for B rows: row b embeds ``tokens[b]`` and sits at ``positions[b][l]`` in layer l (all
+    three axes: its own rotary angle, per layer once a keep rule renumbered its prompt), every layer attends
+    over its own cached keys (``cache.attention_mask``); logits [B, V].
 
     The same library layers and operations per row as a single request's decode step; only the batch
     dimension and the masked padding differ, which can change fp32 rounding (a GEMM over B rows is not
@@ -123,15 +126,16 @@ def batch_decode_step(model, tokens: Sequence[int], positions: Sequence[int], ca
     device = model.device
     decoder = text_model(model)
     ids = torch.tensor(list(tokens), device=device)[:, None]  # [B, 1]
-    position_ids = torch.tensor(list(positions), device=device).view(1, -1, 1).expand(3, -1, 1)  # [3, B, 1]
     hidden = decoder.embed_tokens(ids)  # [B, 1, D]
-    rotary = decoder.rotary_emb(hidden, position_ids)  # once for all layers
+    # Every layer's position in one call: the layers stand in the sequence dimension, [3, B, layers].
+    at = torch.tensor([list(p) for p in positions], device=device)[None].expand(3, -1, -1)
+    cos, sin = decoder.rotary_emb(hidden, at)  # [B, layers, d]
     cache.begin_step()
     for idx, layer in enumerate(decoder.layers):
         hidden = layer(
             hidden,
             attention_mask=cache.attention_mask(idx),
-            position_embeddings=rotary,
+            position_embeddings=(cos[:, idx : idx + 1], sin[:, idx : idx + 1]),
             past_key_values=cache,
             use_cache=True,
         )
@@ -140,20 +144,15 @@ def batch_decode_step(model, tokens: Sequence[int], positions: Sequence[int], ca
 
 
 def batched_greedy_tokens(
-    model,
-    firsts: Sequence,
-    *,
-    start_positions: Sequence[int],
-    max_new_tokens: Sequence[int],
-    eos_ids: Sequence[int],
+    model, firsts: Sequence, *, max_new_tokens: Sequence[int], eos_ids: Sequence[int]
 ) -> Iterator[list[tuple[int, int]]]:
     """Greedy decoding of several prefilled requests (``engine.PrefillResult``) together; ``greedy_tokens``
     for each, in lockstep.
 
     Yields, per step, ``(request, token)`` for every request still running (step 0: the prefill logits).
     Request i stops after one of ``eos_ids`` (yielded too) or ``max_new_tokens[i]`` tokens and then leaves
-    the batch; its step k is fed at ``start_positions[i] + k``. The prefill caches are moved into one
-    ``BatchKV`` (each ``firsts[i].cache`` is emptied) when the first decode step is needed.
+    the batch; its step k is fed at ``firsts[i].next_positions[l] + k`` in layer l. The prefill caches are
+    moved into one ``BatchKV`` (each ``firsts[i].cache`` is emptied) when the first decode step is needed.
     """
     check_mask_attention(model, "batched decoding")
     eos = set(eos_ids)
@@ -173,6 +172,5 @@ def batched_greedy_tokens(
         elif len(going) < len(active):
             cache.keep_rows(going)
         active = [active[j] for j in going]
-        logits = batch_decode_step(
-            model, [tokens[j] for j in going], [start_positions[b] + step for b in active], cache
-        )
+        positions = [[n + step for n in firsts[b].next_positions] for b in active]
+        logits = batch_decode_step(model, [tokens[j] for j in going], positions, cache)

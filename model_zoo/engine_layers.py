@@ -83,34 +83,75 @@ def final_logits(model, hidden: torch.Tensor) -> torch.Tensor:
 class SequenceState:
     """The sequence as it flows through the layers (B rows, L tokens, D hidden, d head dim).
 
-    ``hidden`` [B, L, D]; ``cos``/``sin`` [B, L, d] rotary tables of each token's position;
-    ``visual_mask`` [B, L]; ``visual_index`` [B, L] index of each visual token into the layout's visual
-    tokens (row-major over the batch), -1 for text.
+    ``hidden`` [B, L, D]; ``positions`` [3, B, L] each token's (t, h, w) position at the current layer;
+    ``visual_mask`` [B, L]; ``visual_index`` [B, L] index of each visual token into the visual tokens of
+    the whole batch (row-major), -1 for text; ``rows`` [B, L] each token's row in the sequence it started
+    as. ``rotary`` holds the (cos, sin) tables [B, L, d] of ``positions`` + ``shift`` (per row) once made.
     """
 
     hidden: torch.Tensor
-    cos: torch.Tensor
-    sin: torch.Tensor
+    positions: torch.Tensor
     visual_mask: torch.Tensor
     visual_index: torch.Tensor
+    rows: torch.Tensor
+    rotary: tuple[torch.Tensor, torch.Tensor] | None = None
+    shift: torch.Tensor | None = None
 
     @classmethod
-    def start(cls, model, hidden: torch.Tensor, positions: torch.Tensor, visual_mask: torch.Tensor):
-        """State before layer 0: embeddings [B, L, D] at ``positions`` [3, B, L], ``visual_mask`` [B, L]."""
-        cos, sin = text_model(model).rotary_emb(hidden, positions)
-        index = torch.full(visual_mask.shape, -1, dtype=torch.long, device=visual_mask.device)
-        index[visual_mask] = torch.arange(int(visual_mask.sum()), device=visual_mask.device)
-        return cls(hidden, cos, sin, visual_mask, index)
+    def start(cls, hidden, positions, visual_mask, first_rows: Sequence[int] | None = None) -> SequenceState:
+        """State before layer 0: embeddings [B, L, D] at ``positions`` [3, B, L], ``visual_mask`` [B, L]; row
+        b's rows counted from ``first_rows[b]`` (default 0: the rows after a prefix of that length)."""
+        device = visual_mask.device
+        index = torch.full(visual_mask.shape, -1, dtype=torch.long, device=device)
+        index[visual_mask] = torch.arange(int(visual_mask.sum()), device=device)
+        rows = torch.arange(visual_mask.shape[1], device=device).expand(visual_mask.shape)
+        if first_rows is not None:
+            rows = rows + torch.tensor(list(first_rows), device=device)[:, None]
+        return cls(hidden, positions, visual_mask, index, rows)
+
+    def tables(self, model, shift: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The rotary tables of ``positions`` + ``shift`` [B] (made by the model's ``rotary_emb``, again only
+        when the positions or the shift changed)."""
+        if self.rotary is None or not torch.equal(shift, self.shift):
+            positions = self.positions + shift.view(1, -1, 1)
+            self.rotary, self.shift = text_model(model).rotary_emb(self.hidden, positions), shift
+        return self.rotary
 
     def select(self, keep: torch.Tensor) -> SequenceState:
-        """Keep the tokens where ``keep`` [L] is True (batch size 1)."""
+        """Keep the tokens where ``keep`` [L] is True (batch size 1), laid out afresh (``relayout``)."""
+        positions = relayout(self.positions[:, 0], self.visual_mask[0], keep)[:, None]
         return SequenceState(
             self.hidden[:, keep],
-            self.cos[:, keep],
-            self.sin[:, keep],
+            positions,
             self.visual_mask[:, keep],
             self.visual_index[:, keep],
+            self.rows[:, keep],
         )
+
+
+def relayout(positions: torch.Tensor, visual: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
+    """Positions [3, n] of the ``keep``-ed tokens of one sequence, laid out afresh by Qwen3-VL's rule.
+
+    ``positions`` [3, L] and ``visual`` [L] describe the sequence as it is; ``keep`` [L] picks the n tokens
+    that stay, in order. Each visual token keeps its local (t, h, w) offset from its block's start (the
+    position after the text token before it); the kept tokens are then laid out as ``model_zoo.prompt`` lays
+    out a prompt: text tokens advance by one from 0, a block starts at the cursor and the text after it
+    continues past the block's extent (its largest kept local offset + 1), a block left empty takes no room.
+    So the remaining sequence is numbered contiguously, the M-RoPE form of the 1-D renumbering XComp's
+    authors do after every LP-Comp drop (``position_ids = arange(len)``, ``modeling_qwen2_flash.py``
+    ~1462); keeping every token of a prompt gives its own positions back.
+    """
+    index = torch.arange(positions.shape[1], device=positions.device)
+    before = torch.cummax(torch.where(visual, -1, index), 0).values.clamp(min=0)  # text at or before
+    local = positions - positions[0, before] - 1  # [3, L]: a visual token's offset in its block
+    kept, block, local = visual[keep], before[keep], local[:, keep]
+    extent = torch.zeros_like(index).scatter_reduce(
+        0, block[kept], local[:, kept].amax(0) + 1, reduce="amax", include_self=True
+    )
+    same_block_next = torch.cat([kept[1:] & (block[1:] == block[:-1]), kept.new_zeros(1)])
+    advance = torch.where(kept, torch.where(same_block_next, 0, extent[block]), 1)
+    cursor = advance.cumsum(0) - advance  # where each kept token's text or block starts
+    return torch.where(kept, cursor + local, cursor.expand(3, -1))
 
 
 def embed_sequence(
@@ -121,12 +162,6 @@ def embed_sequence(
     if embeds.numel():
         hidden[visual_mask] = embeds.to(hidden.device, hidden.dtype)
     return hidden
-
-
-def initial_state(model, input_ids, positions, visual_mask, embeds) -> SequenceState:
-    """State before layer 0 for ``input_ids`` [B, L], ``positions`` [3, B, L], ``visual_mask`` [B, L]."""
-    hidden = embed_sequence(model, input_ids, visual_mask, embeds)
-    return SequenceState.start(model, hidden, positions, visual_mask)
 
 
 def right_padded(rows: Sequence[torch.Tensor], capacity: int) -> torch.Tensor:
@@ -201,6 +236,15 @@ class LayerMasks:
         return self._made[key]
 
 
+@dataclass
+class Trace:
+    """Per layer of a run: the visual tokens it saw and the position right after its last token, where the
+    next token sits at that layer (for a batch of one; layers differ once a keep rule renumbered)."""
+
+    seen: list[int]
+    next_positions: list[int]
+
+
 def run_layers(
     model,
     state: SequenceState,
@@ -211,24 +255,29 @@ def run_layers(
     keep: KeepRule | None = None,
     probe: Callable[[int, SequenceState], None] | None = None,
     masks: LayerMasks | None = None,
-) -> tuple[SequenceState, list[int]]:
-    """Run decoder ``layers`` on ``state``; returns the new state and the visual tokens each layer saw.
+    shifts: torch.Tensor | None = None,
+) -> tuple[SequenceState, Trace]:
+    """Run decoder ``layers`` on ``state``; returns the new state and what each layer saw (``Trace``).
 
     ``probe(l, state)`` is called with the input of layer l (before it runs); DeepStack level l is added
-    after layer l; ``keep`` is asked after layer l (prefill only, batch of one). ``masks`` makes each
-    layer's mask (default: causal over ``cache``).
+    after layer l; ``keep`` is asked after layer l (prefill only, batch of one), and what remains is laid out
+    afresh (``relayout``). ``masks`` makes each layer's mask (default: causal over ``cache``); ``shifts``
+    [layers, B] moves row b's positions by ``shifts[l, b]`` at layer l (rows continuing a renumbered prefix).
     """
     decoder = text_model(model)
     masks = masks or LayerMasks(model, cache)
-    seen = []
+    unshifted = torch.zeros(state.hidden.shape[0], dtype=torch.long, device=state.hidden.device)
+    trace = Trace([], [])
     for idx in layers:
         if probe is not None:
             probe(idx, state)
-        seen.append(int(state.visual_mask.sum()))
+        shift = unshifted if shifts is None else shifts[idx]
+        trace.seen.append(int(state.visual_mask.sum()))
+        trace.next_positions.append(int(state.positions[:, 0].max() + shift[0]) + 1)
         state.hidden = decoder.layers[idx](
             state.hidden,
             attention_mask=masks(idx, state.hidden),
-            position_embeddings=(state.cos, state.sin),
+            position_embeddings=state.tables(model, shift),
             past_key_values=cache,
             use_cache=cache is not None,
         )
@@ -236,4 +285,4 @@ def run_layers(
             add_deepstack(state, deepstack[idx])
         if keep is not None:
             state = apply_keep(state, keep, idx)
-    return state, seen
+    return state, trace

@@ -93,11 +93,7 @@ class Generation:
     def _run(self) -> Iterator[str]:
         first = self._prefill()
         steps = engine.greedy_tokens(
-            self.backbone.model,
-            first,
-            start_position=self.layout.max_position + 1,
-            max_new_tokens=self.max_new_tokens,
-            eos_ids=self.backbone.eos_ids,
+            self.backbone.model, first, max_new_tokens=self.max_new_tokens, eos_ids=self.backbone.eos_ids
         )
         while True:
             tick = time.perf_counter()
@@ -219,7 +215,6 @@ class BatchGeneration:
         steps = engine_batch.batched_greedy_tokens(
             self.backbone.model,
             firsts,
-            start_positions=[g.layout.max_position + 1 for g in self.generations],
             max_new_tokens=[g.max_new_tokens for g in self.generations],
             eos_ids=self.backbone.eos_ids,
         )

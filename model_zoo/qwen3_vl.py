@@ -256,18 +256,16 @@ class Qwen3VLBackbone:
         store: PrefixStore | None,
         *,
         keep: KeepRule | None = None,
-        depth: int | None = None,
     ) -> tuple[list[engine.PrefixKV], list[bool]]:
         """Each layout's prompt prefix on the model's device, from ``store`` under its key when there, else
-        computed (those missing run as one batch; through ``depth`` layers, default all) and put there under
-        its key; and whether each was found. A key of None is neither looked up nor stored; a key must
-        decide the depth too."""
+        computed (those missing run as one batch) and put there under its key; and whether each was found. A
+        key of None is neither looked up nor stored; a key must decide ``keep`` too."""
         prefixes = [None if store is None or key is None else store.get(key) for key in keys]
         reused = [prefix is not None for prefix in prefixes]
         missing = [i for i, prefix in enumerate(prefixes) if prefix is None]
         if missing:
             computed = engine.run_prefixes(
-                self.model, [layouts[i] for i in missing], pad_id=self.ids.pad, keep=keep, depth=depth
+                self.model, [layouts[i] for i in missing], pad_id=self.ids.pad, keep=keep
             )
             for i, prefix in zip(missing, computed, strict=True):
                 prefixes[i] = prefix
@@ -277,48 +275,75 @@ class Qwen3VLBackbone:
 
     # ------------------------------------------------------------------ hooks for the compressors
 
-    def clip_attention(
+    def window_scores(
         self,
-        clips: Sequence[Sequence[VisualSegmentLike]],
+        segments: Sequence[VisualSegmentLike],
         question: str,
-        layers: Sequence[int],
         *,
+        windows: Sequence[Sequence[Sequence[int]]],
+        layers: Sequence[int],
+        keep: KeepRule | None = None,
         prefixes: PrefixStore | None = None,
         prefix_key: Hashable | None = None,
-    ) -> torch.Tensor:
-        """[len(layers), len(clips)] float32: attention from the question's tokens to each clip's visual tokens.
+    ) -> list[torch.Tensor]:
+        """XComp's QC-Comp probe over one chunk (arXiv 2604.14149; ``engine_probe``): per window, [len(layers),
+        clips] float32.
 
-        One fresh sequence [chat prefix, every clip's segments, question, chat suffix] with its own local
-        positions; per layer, softmax(QK^T/sqrt(d)) for the question rows only, averaged over heads, question
-        rows and the clip's tokens (XComp's QC-Comp, arXiv 2604.14149). Works with sdpa models. The part
-        before the question runs first, through layers 0..max(layers) only (from ``prefixes`` under
-        ``prefix_key`` when there), then the question's rows over it.
+        The prompt [chat prefix, ``segments``, ``question``, chat suffix] runs through layers 0..max(layers),
+        ``keep`` dropping visual tokens between them (LP-Comp); at each of ``layers``, each window (its clips,
+        each a list of indices into ``segments``) re-runs the layer on its own sequence [rows before the first
+        segment, the window's segments, the rows after the last one up to the assistant turn] with its own
+        positions, and a clip scores the mean attention of the query rows (``query_rows``) on its visual
+        tokens. The part before the question runs first (from ``prefixes`` under ``prefix_key`` when there;
+        a key must decide ``keep`` and ``layers`` too), then the question's rows over it; a model whose
+        attention kernel takes no additive mask (flash) runs the whole prompt at once.
         """
-        if not clips or any(len(clip) == 0 for clip in clips):
-            raise EngineError("every clip needs at least one segment")
+        if not windows or any(not clip for window in windows for clip in window):
+            raise EngineError("every window needs clips, and every clip at least one segment")
         if not layers or any(not 0 <= int(i) < self.num_layers for i in layers):
             raise EngineError(f"layers must be 0-based indices in [0, {self.num_layers}), got {list(layers)}")
-        layout = self.layout([seg for clip in clips for seg in clip], question)
-        bounds = np.cumsum([0, *(len(clip) for clip in clips)])
-        columns = [
-            torch.cat(layout.segment_columns[a:b]) for a, b in zip(bounds[:-1], bounds[1:], strict=True)
-        ]
-        start, end = layout.user_span
-        if end <= start:
-            raise EngineError("the question is empty: no query rows to read attention from")
+        layout = self.layout(segments, question)
+        queries = self.query_rows(layout)
+        built = self._windows(layout, segments, windows, queries)
         prefix = None
-        if supports_masks(self.model):  # else the whole sequence runs, with any attention kernel
-            depth = max(int(i) for i in layers) + 1
-            (prefix,), _ = self.prompt_prefixes([layout], [prefix_key], prefixes, depth=depth)
-        return engine_probe.query_attention(
-            self.model,
-            layout,
-            rows=torch.arange(start, end),
-            columns=columns,
-            layers=layers,
-            reduce="mean",
-            prefix=prefix,
-        ).float()
+        if supports_masks(self.model):  # else the whole prompt runs, with any attention kernel
+            prefix = prefixes.get(prefix_key) if prefixes is not None and prefix_key is not None else None
+            if prefix is None:
+                prefix = engine_probe.scoring_prefix(self.model, layout, keep=keep, layers=layers)
+                if prefixes is not None and prefix_key is not None:
+                    prefixes.put(prefix_key, prefix)
+            prefix = prefix.to(self.device)
+        return engine_probe.window_attention(
+            self.model, layout, prefix, keep=keep, layers=layers, windows=built, queries=queries
+        )
+
+    def query_rows(self, layout: PromptLayout) -> torch.Tensor:
+        """XComp's query rows: the question and the rows closing its turn (``<|im_end|>``, newline), up to the
+        assistant turn's ``<|im_start|>`` (the authors' ``[video end + bias, first_conv_length)``)."""
+        start, end = layout.user_span
+        opener = self.tokenizer.convert_tokens_to_ids("<|im_start|>")
+        found = (layout.input_ids[end:] == opener).nonzero()
+        if end <= start or not len(found):
+            raise EngineError("no query rows: the question is empty or no assistant turn follows it")
+        return torch.arange(start, end + int(found[-1]))
+
+    def _windows(self, layout, segments, windows, queries) -> list[engine_probe.Window]:
+        """Each window's rows and clips (``engine_probe.Window``) in ``layout``, made of ``segments``."""
+        columns = layout.segment_columns
+        starts = [
+            int(c[0]) - 1 - len(encode_text(self.tokenizer, s.text or ""))
+            for s, c in zip(segments, columns, strict=True)
+        ]
+        spans = [torch.arange(a, int(c[-1]) + 2) for a, c in zip(starts, columns, strict=True)]
+        before = torch.arange(starts[0])
+        after = torch.arange(int(columns[-1][-1]) + 2, int(queries[-1]) + 1)
+        built = []
+        for window in windows:
+            inside = sorted({s for clip in window for s in clip})
+            rows = torch.cat([before, *(spans[s] for s in inside), after])
+            clips = tuple(torch.cat([columns[s] for s in clip]) for clip in window)
+            built.append(engine_probe.Window(rows, clips))
+        return built
 
     def word_ids(self, words: Sequence[str]) -> list[int]:
         """One token id per word; ValueError naming the word when it is not a single token."""

@@ -288,6 +288,14 @@ class PrefixCache:
 # --- Tempo's relevance scores, cached at the backbone-hooks seam ---------------------------------------------
 
 
+def _hashable(value) -> bool:
+    try:
+        hash(value)
+    except TypeError:
+        return False
+    return True
+
+
 def _group_of(tensor: torch.Tensor, whole: torch.Tensor) -> int | None:
     """``g`` when ``tensor`` is exactly the view ``whole[g]``, else None (O(1): storage, offset, strides)."""
     if (
@@ -347,9 +355,9 @@ class CachedHooks:
 
     Prompt prefixes. Everything before the question (system prompt, segments) does not depend on it: with
     ``prefixes``, each relevance prompt's prefix is kept under ``video_key`` + system + its segment keys,
-    and each QC-Comp window's (XComp's ``clip_attention``) under ``video_key`` + the layers + its segment
-    keys (ToMe'd groups, keyed by their ``source``), so a new question about the same video runs only its
-    own tokens. Segments without a key are computed and not kept. ``computed``, when given, receives
+    and each QC-Comp chunk's (XComp's ``window_scores``) under ``video_key`` + the layers + the keep rule +
+    its segment keys (ToMe'd groups, keyed by their ``source``), so a new question about the same video runs
+    only its own tokens. Segments without a key are computed and not kept. ``computed``, when given, receives
     ``("relevance", key, value)`` for every score entry this object puts (``pipeline.events.Computed``).
     """
 
@@ -383,12 +391,25 @@ class CachedHooks:
         """(relevance calls answered from the cache, prompt prefixes found in the store) so far."""
         return self.reused, 0 if self._prefixes is None else self._prefixes.found
 
-    def clip_attention(self, clips, question, layers) -> torch.Tensor:
+    def window_scores(self, segments, question, *, windows, layers, keep=None) -> list[torch.Tensor]:
         if self._prefixes is None:
-            return self._backbone.clip_attention(clips, question, layers)
-        groups = self._prompt_groups([segment for clip in clips for segment in clip])
-        key = None if groups is None else (*self._video_key, "clip prefix", tuple(map(int, layers)), groups)
-        return self._backbone.clip_attention(clips, question, layers, prefixes=self._prefixes, prefix_key=key)
+            return self._backbone.window_scores(segments, question, windows=windows, layers=layers, keep=keep)
+        groups = self._prompt_groups(segments)
+        # A keep rule decides the prefix: only one that is a value (a frozen dataclass, XComp's LPComp) can
+        # be part of a key; any other (a lambda) would be keyed by an id that a later one may reuse.
+        valued = keep is None or (dataclasses.is_dataclass(keep) and _hashable(keep))
+        key = None
+        if groups is not None and valued:
+            key = (*self._video_key, "scoring prefix", tuple(map(int, layers)), keep, groups)
+        return self._backbone.window_scores(
+            segments,
+            question,
+            windows=windows,
+            layers=layers,
+            keep=keep,
+            prefixes=self._prefixes,
+            prefix_key=key,
+        )
 
     def next_token_logits(
         self, prompts: Sequence[Sequence[Any]], *, system: str, user_text: str, words: Sequence[str]

@@ -35,6 +35,7 @@ def token_summary(report: MethodReport) -> str:
         text += f" beside the shared {own['shared_frames']:,}"
     if own.get("notes"):  # where this run departed from its authors' flow
         text += " · " + "; ".join(own["notes"])
+    text += f" · {report.extra['stages_summary']}" if "stages_summary" in report.extra else ""
     return text
 
 

@@ -69,7 +69,7 @@ def _group_times(times: torch.Tensor, groups: int, fpg: int) -> torch.Tensor:
 class FakeHooks:
     """Backbone hooks whose answers a test controls.
 
-    ``attention``: per group, extra attention a clip holding it receives (default 0; base 1).
+    ``attention``: per group, extra attention a clip holding it receives in a window (default 0; base 1).
     ``relevant``: per group, the Yes-minus-No logit it adds to a segment's prompt (default 0).
     Every call is recorded in ``calls`` as ``(hook name, details dict)``.
     """
@@ -85,15 +85,31 @@ class FakeHooks:
         by_text = {timestamp_text(float(t)): g for g, t in enumerate(self.video.group_times)}
         return [by_text[s.text] for s in segments if s.text in by_text]
 
-    def clip_attention(
-        self, clips: Sequence[Sequence[VisualSegment]], question: str, layers: Sequence[int], **reuse
-    ) -> torch.Tensor:
-        groups = [self.groups_of(clip) for clip in clips]
-        self.calls.append(
-            ("clip_attention", {"groups": groups, "question": question, "layers": list(layers)})
-        )
-        row = torch.tensor([1.0 + sum(self.attention.get(g, 0.0) for g in gs) for gs in groups])
-        return row.expand(len(layers), -1).clone()
+    def window_scores(
+        self,
+        segments: Sequence[VisualSegment],
+        question: str,
+        *,
+        windows: Sequence[Sequence[Sequence[int]]],
+        layers: Sequence[int],
+        keep=None,
+        **reuse,  # prefixes / prefix_key: nothing to reuse in a fake
+    ) -> list[torch.Tensor]:
+        groups = self.groups_of(segments)
+        clips = [[[groups[s] for s in clip] for clip in window] for window in windows]
+        details = {
+            "groups": groups,
+            "windows": clips,
+            "question": question,
+            "layers": list(layers),
+            "keep": keep,
+        }
+        self.calls.append(("window_scores", details))
+        scores = []
+        for window in clips:
+            row = torch.tensor([1.0 + sum(self.attention.get(g, 0.0) for g in clip) for clip in window])
+            scores.append(row.expand(len(layers), -1).clone())
+        return scores
 
     def next_token_logits(
         self,

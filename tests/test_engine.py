@@ -18,8 +18,10 @@ from transformers.video_utils import VideoMetadata
 
 from compressors.base import EncodedVideo, VisualSegment, grid_positions, group_segment
 from model_zoo import TINY, EngineError, PromptError, load_backbone
+from model_zoo import engine as eng
 from model_zoo import engine_layers as layers
 from model_zoo import engine_probe as probe
+from tests import xcomp_reference as ref
 
 # (frames, height, width, fps): square, odd T (padded), resized down, longer and wider.
 CLIPS = [(2, 64, 64, 1.0), (5, 96, 128, 2.0), (8, 160, 90, 1.0), (12, 200, 300, 0.5)]
@@ -297,7 +299,8 @@ def test_cached_decoding_with_drops_equals_recomputing_the_whole_sequence(backbo
         ids = torch.cat([layout.input_ids, torch.tensor(tokens[:k], dtype=torch.long)])
         positions = torch.cat([layout.positions, (start + torch.arange(k)).expand(3, k)], dim=1)
         visual = torch.cat([layout.visual_mask, torch.zeros(k, dtype=torch.bool)])
-        state = layers.initial_state(model, ids[None], positions[:, None], visual[None], layout.embeds)
+        hidden = layers.embed_sequence(model, ids[None], visual[None], layout.embeds)
+        state = layers.SequenceState.start(hidden, positions[:, None], visual[None])
         state, _ = layers.run_layers(
             model, state, range(4), deepstack=layout.deepstack, keep=halve_then_last_five
         )
@@ -318,6 +321,65 @@ def test_dropping_nothing_or_only_after_the_last_layer_changes_nothing(backbone)
     assert late.stats["per_layer_visual"] == [keep_all.stats["visual_tokens"]] * 4
 
 
+def test_relayout_numbers_what_remains_as_a_fresh_prompt(backbone):
+    # text 0..3, a 2 x 2 block at 4, text, a block with local (0, 0, 0) and (0, 2, 3), two texts
+    positions = torch.tensor(
+        [
+            [0, 1, 2, 3, 4, 4, 4, 4, 6, 7, 7, 11, 12],
+            [0, 1, 2, 3, 4, 4, 5, 5, 6, 7, 9, 11, 12],
+            [0, 1, 2, 3, 4, 5, 4, 5, 6, 7, 10, 11, 12],
+        ]
+    )
+    visual = torch.tensor([0, 0, 0, 0, 1, 1, 1, 1, 0, 1, 1, 0, 0], dtype=torch.bool)
+    everything = torch.ones(13, dtype=torch.bool)
+    assert torch.equal(layers.relayout(positions, visual, everything), positions)
+    last_of_first = everything.clone()
+    last_of_first[4:7] = False  # the first block keeps only its (0, 1, 1) token, still 2 wide
+    assert layers.relayout(positions, visual, last_of_first).tolist() == [
+        [0, 1, 2, 3, 4, 6, 7, 7, 11, 12],
+        [0, 1, 2, 3, 5, 6, 7, 9, 11, 12],
+        [0, 1, 2, 3, 5, 6, 7, 10, 11, 12],
+    ]
+    empty = everything.clone()
+    empty[9:11] = False  # the second block loses every token: it takes no room
+    assert layers.relayout(positions, visual, empty)[0].tolist() == [0, 1, 2, 3, 4, 4, 4, 4, 6, 7, 8]
+    layout = backbone.layout(uncompressed(backbone, CLIPS[3])[1], QUESTIONS[0])
+    keep = torch.rand(layout.input_ids.numel(), generator=torch.Generator().manual_seed(0)) < 0.6
+    keep |= ~layout.visual_mask
+    rows = keep.nonzero()[:, 0].tolist()
+    assert torch.equal(
+        layers.relayout(layout.positions, layout.visual_mask, keep), ref.fresh_positions(layout, rows)
+    )
+    assert torch.equal(
+        layers.relayout(layout.positions, layout.visual_mask, torch.ones_like(keep)), layout.positions
+    )
+
+
+@torch.inference_mode()
+def test_after_each_drop_the_rest_is_renumbered_and_decoding_goes_on_from_there(backbone, eager):
+    """Prefill with a keep rule equals the layers run one by one on the rows left, each layer at the
+    positions of a fresh layout of them; each layer's next position is one past its largest."""
+    _, segments = uncompressed(backbone, CLIPS[3])
+    layout = backbone.layout(segments, QUESTIONS[0])
+    visual_rank = (torch.cumsum(layout.visual_mask.long(), 0) - 1).tolist()
+
+    def drop(layer, alive):
+        visual = torch.tensor([visual_rank[r] for r in alive if layout.visual_mask[r]])
+        keep = halve_then_last_five(layer, visual)
+        if keep is None:
+            return alive
+        kept = set(visual[keep].tolist())
+        return [r for r in alive if not layout.visual_mask[r] or visual_rank[r] in kept]
+
+    alive, hidden, used = ref.forward_layers(eager.model, layout, depth=4, drop=drop)
+    first = eng.prefill(backbone.model, layout, keep=halve_then_last_five)
+    expected = layers.final_logits(eager.model, hidden[0, -1])
+    torch.testing.assert_close(first.logits, expected, rtol=1e-4, atol=1e-4)
+    assert first.next_positions == [int(p.max()) + 1 for p in used]
+    assert first.next_positions[0] == layout.max_position + 1 > first.next_positions[-1], "drops shrink them"
+    assert len(set(first.next_positions)) > 2
+
+
 def test_a_malformed_keep_mask_is_refused(backbone):
     _, segments = uncompressed(backbone, CLIPS[0])
     generation = backbone.generate(QUESTIONS[0], segments, keep=lambda layer, alive: torch.ones(3))
@@ -325,77 +387,62 @@ def test_a_malformed_keep_mask_is_refused(backbone):
         list(generation)
 
 
-# ---------------------------------------------------------------------------------------------- attention
+# ---------------------------------------------------------------------------------------------- QC-Comp probe
+
+WINDOWS = [[[0, 1], [2]], [[2, 3], [4, 5]]]  # two windows over six segments: clips of segment indices
 
 
-def test_question_rows_attention_sums_to_one_over_all_columns(backbone):
+def reference_windows(backbone, eager, segments, question, windows, band):
+    """Per window [band, clips]: the layer's own eager attention weights, re-run unmasked on the window's
+    rows at their fresh positions (``tests/xcomp_reference.py``), the prompt run without drops."""
+    layout = backbone.layout(segments, question)
+    opener = backbone.tokenizer.convert_tokens_to_ids("<|im_start|>")
+    end = max(i for i, t in enumerate(layout.input_ids.tolist()) if t == opener)
+    queries = set(range(layout.user_span[0], end))
+    spans = ref.segment_rows(backbone, layout, segments)
+    outside = set(range(spans[0][0])) | set(range(spans[-1][-1] + 1, end))
+    found = {}
+
+    def probe(layer, alive, hidden):
+        if layer in band:
+            for w, window in enumerate(windows):
+                rows = outside | {r for clip in window for s in clip for r in spans[s]}
+                clips = [{r for s in clip for r in layout.segment_columns[s].tolist()} for clip in window]
+                found[layer, w] = ref.window_clip_scores(
+                    eager.model, layout, layer, alive, hidden, rows, clips, queries
+                )
+
+    ref.forward_layers(eager.model, layout, depth=max(band) + 1, probe=probe)
+    return [torch.tensor([found[layer, w] for layer in band]) for w in range(len(windows))]
+
+
+def test_window_scores_are_each_layers_own_unmasked_attention_on_the_window_alone(backbone, eager):
     _, segments = uncompressed(backbone, CLIPS[3])
-    layout = backbone.layout(segments, QUESTIONS[0])
-    length = layout.input_ids.numel()
-    rows = torch.arange(*layout.user_span)
-    everything = probe.query_attention(
-        backbone.model, layout, rows=rows, columns=[torch.arange(length)], layers=[0, 1, 2, 3], reduce="sum"
-    )
-    torch.testing.assert_close(everything, torch.ones(4, 1))
-    thirds = torch.arange(length).tensor_split(3)
-    parts = probe.query_attention(
-        backbone.model, layout, rows=rows, columns=thirds, layers=[1, 3], reduce="sum"
-    )
-    torch.testing.assert_close(parts.sum(-1), torch.ones(2))
-    assert (parts >= 0).all()
-    future = probe.query_attention(
-        backbone.model,
-        layout,
-        rows=rows[:1],
-        columns=[torch.arange(rows[0] + 1, length)],
-        layers=[2],
-        reduce="sum",
-    )
-    assert float(future) == 0.0, "causal: a row never attends to later tokens"
+    got = backbone.window_scores(segments, QUESTIONS[0], windows=WINDOWS, layers=[1, 3])
+    expected = reference_windows(backbone, eager, segments, QUESTIONS[0], WINDOWS, [1, 3])
+    assert [tuple(g.shape) for g in got] == [(2, 2), (2, 2)] and all(g.dtype == torch.float32 for g in got)
+    for g, e in zip(got, expected, strict=True):
+        torch.testing.assert_close(g, e, rtol=1e-4, atol=1e-6)
+    with pytest.raises(EngineError, match="layers"):
+        backbone.window_scores(segments, QUESTIONS[0], windows=WINDOWS, layers=[4])
 
 
 @torch.inference_mode()
-def test_question_attention_matches_eager_attention_probabilities(backbone):
-    eager = copy.deepcopy(backbone.model)
-    eager.set_attn_implementation("eager")
-    _, segments = uncompressed(backbone, CLIPS[0])
-    layout = backbone.layout(segments, QUESTIONS[1])
-    length = layout.input_ids.numel()
-    hidden = layers.embed_sequence(eager, layout.input_ids[None], layout.visual_mask[None], layout.embeds)
-    out = layers.text_model(eager)(
-        inputs_embeds=hidden,
-        position_ids=layout.positions[:, None],
-        visual_pos_masks=layout.visual_mask[None],
-        deepstack_visual_embeds=layout.deepstack,
-        output_attentions=True,
-    )
-    assert len(out.attentions) == 4
-    rows = torch.arange(*layout.user_span)
-    ours = probe.query_attention(
-        backbone.model,  # sdpa: the probe must not rely on attention outputs
-        layout,
-        rows=rows,
-        columns=[torch.tensor([c]) for c in range(length)],
-        layers=[0, 1, 2, 3],
-        reduce="sum",
-    )
-    slow = torch.stack([weights[0][:, rows].mean(0).mean(0) for weights in out.attentions])  # [layers, L]
-    torch.testing.assert_close(ours, slow, atol=1e-6, rtol=1e-5)
-
-
-def test_clip_attention_averages_question_attention_over_each_clips_tokens(backbone):
-    tokens, segments = uncompressed(backbone, CLIPS[3])
-    clips = [segments[:2], segments[2:3], segments[3:]]
-    scores = backbone.clip_attention(clips, QUESTIONS[0], [1, 3])
-    assert scores.shape == (2, 3) and scores.dtype == torch.float32 and (scores > 0).all()
+def test_window_attention_of_the_query_rows_sums_to_one_over_the_window(backbone):
+    _, segments = uncompressed(backbone, CLIPS[3])
     layout = backbone.layout(segments, QUESTIONS[0])
-    columns = [torch.cat(layout.segment_columns[a:b]) for a, b in [(0, 2), (2, 3), (3, 6)]]
-    expected = probe.query_attention(
-        backbone.model, layout, rows=torch.arange(*layout.user_span), columns=columns, layers=[1, 3]
+    queries = backbone.query_rows(layout)
+    assert layout.user_span[0] == int(queries[0]) and int(queries[-1]) == layout.user_span[1] + 1, (
+        "the question and its <|im_end|>, newline"
     )
-    torch.testing.assert_close(scores, expected)
-    with pytest.raises(EngineError, match="layers"):
-        backbone.clip_attention(clips, QUESTIONS[0], [4])
+    rows = torch.arange(int(queries[-1]) + 1)
+    window = probe.Window(rows, tuple(rows[i : i + 1] for i in range(rows.numel())))
+    prefix = probe.scoring_prefix(backbone.model, layout, keep=None, layers=[0, 2])
+    (scores,) = probe.window_attention(
+        backbone.model, layout, prefix, keep=None, layers=[0, 2], windows=[window], queries=queries
+    )
+    torch.testing.assert_close(scores.sum(-1), torch.ones(2))
+    assert (scores >= 0).all() and (scores[:, queries[-1]] > 0).all(), "unmasked: later query rows are seen"
 
 
 # ---------------------------------------------------------------------------------------------- logits

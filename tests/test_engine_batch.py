@@ -143,9 +143,8 @@ def test_padding_never_reaches_a_real_row(backbone, xcomp_result):
             cache.values[layer].masked_fill_(pad[:, None, :, None], -poison)
         steps, tokens = [], [int(f.logits.argmax()) for f in firsts]
         for k in range(6):
-            logits = batching.batch_decode_step(
-                model, tokens, [x.max_position + 1 + k for x in layouts], cache
-            )
+            positions = [[n + k for n in f.next_positions] for f in firsts]
+            logits = batching.batch_decode_step(model, tokens, positions, cache)
             steps.append(logits)
             tokens = logits.argmax(-1).tolist()
         return steps
@@ -169,7 +168,7 @@ def test_batched_logits_stay_within_fp32_noise_of_the_single_ones(sdpa, xcomp_re
     batch = batching.BatchKV([f.cache for f in firsts], [8] * 3)
     tokens = [int(f.logits.argmax()) for f in firsts]
     for k in range(8):
-        positions = [x.max_position + 1 + k for x in layouts]
+        positions = [[n + k for n in f.next_positions] for f in firsts]
         together = batching.batch_decode_step(model, tokens, positions, batch)
         for row, cache in enumerate(caches):
             single = eng.decode_step(model, tokens[row], positions[row], cache)
@@ -188,7 +187,6 @@ def test_finished_requests_leave_the_batch(sdpa, xcomp_result):
         batching.batched_greedy_tokens(
             sdpa.model,
             firsts,
-            start_positions=[x.max_position + 1 for x in layouts],
             max_new_tokens=[r.max_new_tokens for r in requests],
             eos_ids=sdpa.eos_ids,
         )

@@ -9,6 +9,8 @@ and question rows over padded cached prefixes, with sdpa and eager attention.
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
 
@@ -39,13 +41,11 @@ def test_the_layer_loop_equals_the_library_forward_on_whole_prompts(backbone):
     layouts = [backbone.layout(segments_of(c, seed=i), QUESTIONS[i % 2]) for i, c in enumerate(CLIPS)]
     for batch in ([layouts[3]], layouts):  # one prompt, then four right-padded ones
         spans = [(0, x.input_ids.numel()) for x in batch]
-        inputs = eng.rows_inputs(model, batch, spans, pad_id=backbone.ids.pad)
-        embeds, positions, visual, deepstack = inputs
+        state, deepstack = eng.rows_inputs(model, batch, spans, pad_id=backbone.ids.pad)
+        twin = dataclasses.replace(state)
         library, looped = new_cache(model), new_cache(model)
-        expected, seen = eng.run(model, embeds, positions, visual, cache=library, deepstack=deepstack)
-        got, looped_seen = eng.run(
-            model, embeds, positions, visual, cache=looped, deepstack=deepstack, probe=nothing
-        )
+        expected, seen = eng.run(model, state, cache=library, deepstack=deepstack)
+        got, looped_seen = eng.run(model, twin, cache=looped, deepstack=deepstack, probe=nothing)
         assert torch.equal(got, expected) and looped_seen == seen
         same_caches(looped, library)
 
@@ -59,7 +59,7 @@ def test_the_layer_loop_equals_the_library_forward_over_padded_prefixes(backbone
         backbone.layout(segments_of(CLIPS[1], seed=2), "What colour is the largest object in the scene?"),
     ]
     prefixes = eng.run_prefixes(model, layouts, pad_id=pad)
-    expected, library = eng.extend(model, layouts, prefixes, pad_id=pad)
-    got, looped = eng.extend(model, layouts, prefixes, pad_id=pad, probe=nothing)
+    expected, library, _ = eng.extend(model, layouts, prefixes, pad_id=pad)
+    got, looped, _ = eng.extend(model, layouts, prefixes, pad_id=pad, probe=nothing)
     assert torch.equal(got, expected)
     same_caches(looped, library)

@@ -7,7 +7,7 @@ sdpa and eager: with a prefix store the greedy tokens equal the whole-prompt one
 computed one's logits bit for bit, a follow-up question over a cached prefix equals a fresh prompt, keep rules
 survive the split, batches of found and missing prefixes equal each prompt alone, wrong prefixes and layouts are
 refused, and ``pipeline.cache.PrefixCache`` keeps bounded CPU data. On an attention kernel without additive
-masks (flash), ``next_token_logits`` and ``clip_attention`` run the whole prompt, as they did before prefixes.
+masks (flash), ``next_token_logits`` and ``window_scores`` run the whole prompt, as they did before prefixes.
 """
 
 from __future__ import annotations
@@ -20,7 +20,8 @@ import torch
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 
-from model_zoo import TINY, EngineError, engine_probe, load_backbone
+from compressors.xcomp import lp_keep_rule
+from model_zoo import TINY, EngineError, load_backbone
 from model_zoo import engine as eng
 from model_zoo.engine_layers import LayerMasks, cache_lengths, supports_masks, text_model
 from model_zoo.qwen3_vl import GenerationRequest
@@ -311,27 +312,37 @@ def test_next_token_logits_refuse_a_key_count_that_is_not_the_prompt_count(sdpa)
         )
 
 
-def test_clip_attention_over_a_shallow_cached_prefix_equals_the_whole_sequence(backbone):
+def test_window_scores_over_a_cached_scoring_prefix_equal_a_fresh_run_and_the_whole_prompt(backbone, flash):
     segments, store = segments_of(CLIPS[3]), Store()
-    clips = [segments[:2], segments[2:3], segments[3:]]
-    cold = backbone.clip_attention(clips, QUESTIONS[0], [0, 2], prefixes=store, prefix_key="qc")
-    assert store.puts == ["qc"] and len(store.entries["qc"].keys) == 3, "only layers 0..max(layers) run"
-    warm = backbone.clip_attention(clips, QUESTIONS[0], [0, 2], prefixes=store, prefix_key="qc")
-    assert torch.equal(warm, cold) and store.puts == ["qc"]
-    for question, scores in ((QUESTIONS[0], cold), (QUESTIONS[1], None)):
-        if scores is None:
-            scores = backbone.clip_attention(clips, question, [0, 2], prefixes=store, prefix_key="qc")
-        layout = backbone.layout(segments, question)
-        columns = [torch.cat(layout.segment_columns[a:b]) for a, b in [(0, 2), (2, 3), (3, 6)]]
-        rows = torch.arange(*layout.user_span)
-        expected = engine_probe.query_attention(
-            backbone.model, layout, rows=rows, columns=columns, layers=[0, 2]
-        )
-        torch.testing.assert_close(scores, expected)
-    assert store.puts == ["qc"]
-    # a stored prefix too shallow for the layers asked is refused, not read past its depth
+    windows = [[[0, 1], [2]], [[3], [4, 5]]]
+    keep = lp_keep_rule([s.embeds.shape[0] for s in segments], backbone.num_layers)
+    kwargs = {"windows": windows, "layers": [1, 3], "keep": keep}
+    cold = backbone.window_scores(segments, QUESTIONS[0], prefixes=store, prefix_key="qc", **kwargs)
+    assert (
+        store.puts == ["qc"]
+        and len(store.entries["qc"].keys) == 4
+        and sorted(store.entries["qc"].raw_keys) == [1, 3]
+    )
+    kept = snapshot(store.entries["qc"])
+    warm = backbone.window_scores(segments, QUESTIONS[0], prefixes=store, prefix_key="qc", **kwargs)
+    assert all(torch.equal(a, b) for a, b in zip(warm, cold, strict=True)) and store.puts == ["qc"]
+    fresh = backbone.window_scores(segments, QUESTIONS[0], **kwargs)
+    assert all(torch.equal(a, b) for a, b in zip(fresh, cold, strict=True))
+    follow_up = backbone.window_scores(segments, QUESTIONS[1], prefixes=store, prefix_key="qc", **kwargs)
+    alone = backbone.window_scores(segments, QUESTIONS[1], **kwargs)
+    assert all(torch.equal(a, b) for a, b in zip(follow_up, alone, strict=True))
+    assert not torch.equal(follow_up[0], cold[0]), "the question's own rows decide the scores"
+    for a, b in zip(kept, snapshot(store.entries["qc"]), strict=True):
+        assert torch.equal(a, b), "scoring never writes into its prefix"
+    whole = flash.window_scores(
+        segments, QUESTIONS[0], **kwargs
+    )  # no additive masks: the whole prompt at once
+    for a, b in zip(whole, cold, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
     with pytest.raises(EngineError, match="prefix"):
-        backbone.clip_attention(clips, QUESTIONS[0], [3], prefixes=store, prefix_key="qc")
+        backbone.window_scores(
+            segments, QUESTIONS[0], prefixes=store, prefix_key="qc", windows=windows, layers=[2]
+        )
 
 
 # ---------------------------------------------------------------------------------------------- masks
@@ -339,7 +350,7 @@ def test_clip_attention_over_a_shallow_cached_prefix_equals_the_whole_sequence(b
 
 def zero_prefix(length: int, per_layer: list[int], heads: int = 2, dim: int = 4) -> eng.PrefixKV:
     keys = [torch.zeros(1, heads, n, dim) for n in per_layer]
-    return eng.PrefixKV(length, keys, [k.clone() for k in keys], list(per_layer))
+    return eng.PrefixKV(length, keys, [k.clone() for k in keys], list(per_layer), [length] * len(per_layer))
 
 
 def visible(model, kv, padding, layer: int, rows: int, batch: int) -> torch.Tensor:
@@ -466,13 +477,6 @@ def test_next_token_logits_without_keys_still_answer_on_a_kernel_without_masks(s
     torch.testing.assert_close(got, expected)
 
 
-def test_clip_attention_without_a_key_still_answers_on_a_kernel_without_masks(sdpa, flash):
-    segments = segments_of(CLIPS[3])
-    clips = [segments[:2], segments[2:]]
-    expected = sdpa.clip_attention(clips, QUESTIONS[0], [1, 3])
-    torch.testing.assert_close(flash.clip_attention(clips, QUESTIONS[0], [1, 3]), expected)
-
-
 # ---------------------------------------------------------------------------------------------- PrefixCache
 
 
@@ -542,7 +546,7 @@ def test_a_prefix_cache_turned_off_stores_nothing_and_copies_nothing(sdpa):
             return super().to(device)
 
     prefix = zero_prefix(3, [3, 2])
-    counted = Counted(prefix.length, prefix.keys, prefix.values, prefix.per_layer_visual)
+    counted = Counted(**vars(prefix))
     lru = cache.ByteLRU(0, count_keys=True)
     store = cache.PrefixCache(lru)
     store.put("k", counted)

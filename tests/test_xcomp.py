@@ -3,15 +3,19 @@
 import pytest
 import torch
 
-from compressors.base import CompressionError
 from compressors.xcomp import (
+    LPComp,
+    Plan,
     XComp,
+    chunk_clip_scores,
+    chunk_starts,
     layer_counts,
     lp_keep_rule,
     lp_schedule,
+    merge_group,
     qc_layers,
     qc_windows,
-    select_clips,
+    select_groups,
 )
 from tests.fakes import FakeHooks, make_video
 
@@ -103,22 +107,66 @@ def test_qc_band_is_layers_6_to_23_of_28_and_scales_with_depth():
     assert qc_layers(2) == [0, 1] and qc_layers(1) == [0]
 
 
-def test_qc_windows_are_8_clips_with_stride_4_plus_one_flush_with_the_end():
+def test_qc_windows_are_8_clips_with_stride_4_as_far_as_they_fit_and_a_lone_chunk_adds_one_flush_with_its_end():
     assert qc_windows(16) == [range(0, 8), range(4, 12), range(8, 16)]
     assert qc_windows(18) == [range(0, 8), range(4, 12), range(8, 16), range(10, 18)]
+    assert qc_windows(18, flush=False) == [range(0, 8), range(4, 12), range(8, 16)]
+    assert len(qc_windows(72, flush=False)) == 17  # a 576-frame chunk, as the authors' p1 = 0, 4, ..., 64
     assert qc_windows(5) == [range(0, 5)]
 
 
-def test_qc_comp_scores_64_frame_windows_every_32_frames_over_the_band():
+def test_chunks_are_576_frames_every_512_repeated_8_times_each_33_groups_further_and_cyclic():
+    plan = XComp().plan(2)
+    assert (plan.clip, plan.window, plan.stride, plan.chunk, plan.chunk_stride, plan.shift) == (
+        4,
+        8,
+        4,
+        288,
+        256,
+        33,
+    )
+    assert chunk_starts(288, plan) == [0], "a video of one chunk is one chunk"
+    starts = chunk_starts(600, plan)  # 1200 frames: 3 chunks a round, 8 rounds
+    assert len(starts) == 24 and starts[:3] == [0, 256, 512]
+    # chunk i starts at (i * 256 + (i // 3) * 33) % 600: the next round goes on round the video, shifted
+    assert starts[3:6] == [201, 457, 113] and starts[-3:] == [207, 463, 119]
+
+
+def test_qc_comp_scores_one_chunk_in_64_frame_windows_every_32_frames_over_the_band():
     video, segments = make_video(160, grid=(4, 4))  # 80 groups = 20 clips of 4 groups
     hooks = FakeHooks(video, num_layers=28)
     XComp().compress(video, segments, "Which colour?", budget=320, hooks=hooks)
-    calls = [c for name, c in hooks.calls if name == "clip_attention"]
-    starts = [call["groups"][0][0] for call in calls]
-    assert starts == [0, 16, 32, 48]
-    for call in calls:
-        assert [len(clip) for clip in call["groups"]] == [4] * 8  # 8 clips of 8 frames = 64 frames
-        assert call["layers"] == list(range(6, 24)) and call["question"] == "Which colour?"
+    (call,) = [c for name, c in hooks.calls if name == "window_scores"]
+    assert call["groups"] == list(range(80)) and call["question"] == "Which colour?"
+    assert [window[0][0] for window in call["windows"]] == [0, 16, 32, 48]
+    for window in call["windows"]:
+        assert [len(clip) for clip in window] == [4] * 8  # 8 clips of 8 frames = 64 frames
+    assert call["layers"] == list(range(6, 24)) and isinstance(call["keep"], LPComp)
+    assert call["keep"].sizes == (16,) * 80, "LP-Comp runs in the scoring forward too"
+
+
+def test_long_videos_are_scored_in_cyclic_chunks_skipping_each_chunks_edge_clips():
+    video, segments = make_video(1200, grid=(4, 4))  # 600 groups: 24 chunks of 288 groups
+    hooks = FakeHooks(video, num_layers=28, attention={300: 50.0})
+    result = XComp().compress(video, segments, "q", budget=64, hooks=hooks)  # 4 groups
+    calls = [c for name, c in hooks.calls if name == "window_scores"]
+    assert len(calls) == 24 and all(len(c["groups"]) == 288 and len(c["windows"]) == 17 for c in calls)
+    assert calls[2]["groups"][:3] == [512, 513, 514] and calls[2]["groups"][88:91] == [0, 1, 2]
+    assert result.extra["qc_comp_windows"] == 24 * 17 and result.extra["qc_comp_chunks"] == 24
+    kept = [s.source[1] for s in result.segments]
+    assert 300 in kept and kept == list(range(kept[0], kept[0] + 4)), "the clips around group 300"
+    assert all(v == v for v in result.segment_scores), "every group lies inside some chunk"
+
+
+def test_edge_clips_of_a_chunk_do_not_count_and_a_lone_chunk_keeps_them():
+    video, _ = make_video(48, grid=(4, 4))  # 24 groups
+    blocks = [merge_group(video, g, 16) for g in range(24)]
+    plan = Plan(clip=2, window=4, stride=2, chunk=24, chunk_stride=24, chunkings=1, shift=1)
+    hooks = FakeHooks(video, attention={0: 9.0})
+    _, counted, windows = chunk_clip_scores(blocks, "q", hooks, plan, layers=[0], keep=None, lone=False)
+    assert windows == 5 and counted.tolist() == [False, False] + [True] * 8 + [False, False]
+    _, counted, _ = chunk_clip_scores(blocks, "q", hooks, plan, layers=[0], keep=None, lone=True)
+    assert counted.all()
 
 
 def test_qc_comp_keeps_the_clip_the_question_attends_to():
@@ -129,22 +177,11 @@ def test_qc_comp_keeps_the_clip_the_question_attends_to():
     assert result.segment_scores[10] > result.segment_scores[3] > result.segment_scores[0]
 
 
-def test_select_clips_keeps_top_clips_in_temporal_order():
-    assert select_clips([0.1, 0.9, 0.5, 0.7], 16) == [*range(8, 16), *range(24, 32)]
-    assert select_clips([0.5, 0.5, 0.5], 8) == list(range(8))
-
-
-def test_select_clips_spreads_a_remainder_over_the_next_clip():
-    assert select_clips([0.1, 0.9, 0.5], 10) == [*range(8, 16), 18, 22]
-    assert select_clips([0.9, 0.1], 3, clip_frames=4) == [0, 2, 3]
-
-
-def test_select_clips_handles_a_partial_last_clip_and_too_large_requests():
-    assert select_clips([0.1, 0.2, 0.9], 5, num_frames=19) == [10, 14, 16, 17, 18]
-    assert select_clips([0.3, 0.1], 99, num_frames=12) == list(range(12))
-    assert select_clips([float("nan"), 0.1], 8) == list(range(8, 16))
-    with pytest.raises(CompressionError, match="cannot cover"):
-        select_clips([0.1, 0.2], 4, num_frames=30)
+def test_select_groups_keeps_the_best_in_temporal_order_ties_earlier_first_nan_last():
+    assert select_groups(torch.tensor([0.1, 0.9, 0.5, 0.7]), 2) == [1, 3]
+    assert select_groups(torch.tensor([0.5, 0.5, 0.5, 0.5]), 2) == [0, 1]
+    assert select_groups(torch.tensor([float("nan"), 0.1, 0.2]), 2) == [1, 2]
+    assert select_groups(torch.tensor([0.3, 0.1]), 9) == [0, 1]
 
 
 # --- the method -------------------------------------------------------------------------------------------
@@ -182,11 +219,27 @@ def test_lp_comp_off_leaves_every_token_to_every_layer():
     assert result.keep is None and result.extra["tokens_at_last_layer"] == result.llm_tokens
 
 
-def test_no_selection_when_every_frame_fits():
-    video, segments = make_video(16, grid=(8, 8))
-    hooks = FakeHooks(video)
-    result = XComp().compress(video, segments, "q", budget=300, hooks=hooks)
-    assert hooks.calls == [] and result.segment_scores is None and len(result.kept_frames) == 16
+def test_tome_and_lp_comp_always_run_and_qc_comp_only_when_the_budget_cannot_hold_every_group():
+    video, segments = make_video(16, grid=(8, 8))  # 8 groups of 64 tokens: 512 raw tokens
+    for budget in [300, 512, 10_000]:  # 8 merged groups fit; the last two budgets cover the raw video
+        hooks = FakeHooks(video)
+        result = XComp().compress(video, segments, "q", budget=budget, hooks=hooks)
+        assert hooks.calls == [] and result.segment_scores is None and len(result.kept_frames) == 16
+        assert [s.num_tokens for s in result.segments] == [32] * 8, "ToMe to 16 per frame"
+        assert result.keep == lp_keep_rule([32] * 8, 28), "LP-Comp"
+        assert result.extra["stages"] == ["ToMe", "LP-Comp"] and result.extra["qc_comp_windows"] == 0
+        assert result.extra["stages_summary"] == "stages: ToMe → LP-Comp"
+    result = XComp().compress(video, segments, "q", budget=200, hooks=FakeHooks(video))
+    assert result.extra["stages"] == ["ToMe", "QC-Comp", "LP-Comp"]
+    assert result.extra["qc_comp_windows"] == 1 and result.extra["qc_comp_chunks"] == 1
+    assert result.extra["stages_summary"] == "stages: ToMe → QC-Comp over 1 windows in 1 chunks → LP-Comp"
+    off = XComp(lp_comp=False).compress(video, segments, "q", budget=512, hooks=FakeHooks(video))
+    assert off.keep is None and off.extra["stages"] == ["ToMe"]
+
+
+def test_the_lp_comp_rule_is_a_value():
+    assert lp_keep_rule([32, 20], 28) == lp_keep_rule((32, 20), 28) != lp_keep_rule([32, 20], 36)
+    assert len({lp_keep_rule([32, 20], 28), lp_keep_rule([32, 20], 28)}) == 1
 
 
 def test_small_grids_are_not_merged():
