@@ -78,6 +78,9 @@ OPTION_BOUNDS: dict[str, dict[str, Bound]] = {
         "window_frames": Bound("XComp's window_frames", int, 1, 1024),
         "window_stride": Bound("XComp's window_stride", int, 1, 1024),
         "clip_frames": Bound("XComp's clip_frames", int, 1, 64),
+        "chunk_frames": Bound("XComp's chunk_frames", int, 1, 4096),
+        "chunk_stride": Bound("XComp's chunk_stride", int, 1, 4096),
+        "chunkings": Bound("XComp's chunkings", int, 1, 16),
         "lp_comp": Bound("XComp's lp_comp", bool),
     },
     "tempo": {
