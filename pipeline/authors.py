@@ -10,6 +10,7 @@ sentence there and never takes the other columns down (``AuthorsRunner``). Its k
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Hashable, Iterator, Sequence
 from dataclasses import dataclass
 
@@ -18,7 +19,7 @@ import torch
 
 import media
 import model_zoo
-from pipeline import cache
+from pipeline import cache, handoff
 from pipeline.accounting import OUT_OF_MEMORY, MemoryMeter, failure, free_memory
 from pipeline.events import Event, MethodDone, MethodReport, Progress
 from pipeline.request import Job
@@ -55,11 +56,13 @@ def own_frames(prepared: PreparedVideo, key: Hashable, sample: Callable[[], OwnF
 def sample_positions(
     path, positions: Sequence[int], size: tuple[int, int], duration: float, limits
 ) -> OwnFrames:
-    """The source frames at ``positions``, resized to ``size`` (width, height), as ``OwnFrames``."""
+    """The source frames at ``positions``, resized to ``size`` (width, height), as ``OwnFrames``; the pixels
+    go to the GPU call as a file reference (``pipeline.handoff``), never pickled by value."""
     try:
-        return OwnFrames(media.sample_at(path, positions, size=size, limits=limits), duration)
+        frames = media.sample_at(path, positions, size=size, limits=limits)
     except media.VideoError as err:
         return OwnFrames(None, duration, str(err))
+    return OwnFrames(dataclasses.replace(frames, frames=handoff.to_file(frames.frames)), duration)
 
 
 def nearest_positions(times: np.ndarray, wanted: Sequence[float]) -> list[int]:

@@ -7,8 +7,10 @@ the evaluation command all drive ``compare``.
 
 ZeroGPU: ``run_on_gpu`` is ``run_methods`` under ``spaces.GPU``, which on a ZeroGPU Space runs it in a
 forked GPU worker for as long as ``estimate_gpu_seconds`` asks (everywhere else ``spaces.GPU`` returns the
-function itself). The worker's caches do not outlive it, so what it computed comes back in ``Encoded`` and
-``Computed`` events and ``compare`` keeps it in this process's caches.
+function itself). The worker is forked on a GPU's first call and reused while idle; the call's ``Job`` reaches
+it pickled, its frames as a file reference (``pipeline.handoff``), and its events come back pickled. What the
+worker computed comes back in ``Encoded`` and ``Computed`` events and ``compare`` keeps it in this process's
+caches, which the next fresh worker inherits.
 """
 
 from __future__ import annotations

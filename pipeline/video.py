@@ -15,7 +15,7 @@ from pathlib import Path
 
 import media
 from compressors.base import SegmentSpan
-from pipeline import cache
+from pipeline import cache, handoff
 from pipeline.events import Progress
 from pipeline.request import Request
 from pipeline.settings import Settings
@@ -30,7 +30,8 @@ MAX_QUESTION_CHARS = 2000
 
 @dataclass
 class PreparedVideo:
-    """The sampled video every method sees (CPU data only: it crosses ZeroGPU's process boundary)."""
+    """The sampled video every method sees (CPU data only: it crosses ZeroGPU's process boundary, its
+    frames as a file reference: ``pipeline.handoff``)."""
 
     path: Path
     url: str | None
@@ -126,10 +127,15 @@ def _local_path(request: Request, workdir: Path | None) -> Path:
 
 
 def _sample(path: Path, settings: Settings, limits: media.Limits) -> tuple:
-    """(the sampled frames, their segments) under ``settings`` and ``limits``."""
+    """(the sampled frames, their segments) under ``settings`` and ``limits``.
+
+    The pixels are kept in a file mapped read-only (``pipeline.handoff``): the GPU call then receives the
+    file's path instead of the pixels (ZeroGPU pickles its arguments into the GPU worker).
+    """
     sampled = media.sample(
         path, fps=settings.fps, max_frames=settings.max_frames, max_side=settings.max_side, limits=limits
     )
+    sampled = dataclasses.replace(sampled, frames=handoff.to_file(sampled.frames))
     return sampled, media.segments(sampled, segment_frames=settings.segment_frames)
 
 

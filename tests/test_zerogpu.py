@@ -1,10 +1,12 @@
-"""The GPU part run as ZeroGPU runs it: in a forked process whose memory vanishes after each request.
+"""The GPU part run as ZeroGPU runs it: in a forked worker, its arguments and events pickled across.
 
-The encoded tokens, Tempo's relevance scores and the question-independent compressions computed in the fork
-come back to the caller's process (``Encoded.fresh``, ``Computed``), so a follow-up question, or the same
-question with another budget, reuses them (a fork inherits the caller's caches) instead of computing them
-again. The scenario runs in a fresh
-interpreter with one torch thread: forking a process whose OpenMP pool has run can hang the child.
+``spaces`` forks a worker on a GPU's first call and reuses it while it stays idle; a busy or dead worker means
+a fresh fork. The encoded tokens, Tempo's relevance scores and the question-independent compressions computed
+in a worker come back to the caller's process (``Encoded.fresh``, ``Computed``), so a follow-up question, or
+the same question with another budget, reuses them in the next fresh fork (which inherits the caller's
+caches). The call's arguments stay small: the frames travel as a file reference (``pipeline.handoff``).
+Scenarios run in a fresh interpreter with one torch thread: forking a process whose OpenMP pool has run can
+hang the child.
 """
 
 import dataclasses
@@ -108,3 +110,96 @@ def test_what_the_fork_computes_is_kept_by_the_caller_and_reused_by_later_reques
     )
     assert not result["follow_fresh"], f"the follow-up finds the tokens in the inherited cache: {result}"
     assert result["same"], f"answers through the fork equal those in process: {result}"
+
+
+class ReusedWorker:
+    """A GPU worker as ``spaces`` 0.51 runs one (``spaces.zero.wrappers``): forked once, then reused for every
+    call; each call's ``(args, kwargs)`` goes to it through ``spaces.utils.SimpleQueue`` (pickled by
+    multiprocessing's ``ForkingPickler``, as ``arg_queue.put`` does) and its events come back the same way.
+    ``sizes`` holds the pickled size of every call's arguments; ``pids`` the worker that ran each call."""
+
+    def __init__(self) -> None:
+        from spaces.utils import SimpleQueue
+
+        self.calls, self.events = SimpleQueue(), SimpleQueue()
+        self.sizes: list[int] = []
+        self.pids: list[int] = []
+        self.process = multiprocessing.get_context("fork").Process(target=self._serve, daemon=True)
+        self.process.start()
+
+    def _serve(self) -> None:
+        import os
+
+        from pipeline.compare import run_methods
+
+        while (call := self.calls.get()) is not None:
+            args, kwargs = call
+            for event in run_methods(*args, **kwargs):
+                self.events.put(event)
+            self.events.put(os.getpid())
+
+    def __call__(self, job):
+        from multiprocessing.reduction import ForkingPickler
+
+        call = ((job,), {})
+        self.sizes.append(len(ForkingPickler.dumps(call)))
+        self.calls.put(call)
+        while not isinstance(event := self.events.get(), int):
+            yield event
+        self.pids.append(event)
+
+    def close(self) -> None:
+        self.calls.put(None)
+        self.process.join(timeout=30)
+
+
+def reused_worker_scenario(clip: str) -> dict:
+    """Two calls through one reused worker (16 then 48 frames), each answered in process too."""
+    import torch
+
+    torch.set_num_threads(1)
+    from multiprocessing.reduction import ForkingPickler
+
+    import numpy as np
+
+    from pipeline import events as ev
+    from pipeline.compare import compare
+    from pipeline.request import Job, Request
+    from pipeline.settings import Settings
+
+    worker, result = ReusedWorker(), {"same": [], "by_value": [], "frames": []}
+    try:
+        for frames in (16, 48):
+            settings = Settings.for_backbone("tiny-random", max_frames=frames, fps=4.0, max_new_tokens=3)
+            request = Request(clip, "What is shown?", settings)
+            forked = list(compare(request, runner=worker))
+            in_process = list(compare(request))
+            answers = [{m: r.answer for m, r in e[-1].reports.items()} for e in (forked, in_process)]
+            result["same"].append(answers[0] == answers[1] and all(answers[0].values()))
+            prepared = forked[-1].prepared
+            pixels = dataclasses.replace(prepared.frames, frames=np.asarray(prepared.frames.frames))
+            by_value = Job(dataclasses.replace(prepared, frames=pixels), request.question, settings)
+            result["by_value"].append(len(ForkingPickler.dumps(((by_value,), {}))))
+            result["frames"].append(len(prepared.frames))
+            result.setdefault("fresh", []).append(next(e for e in forked if isinstance(e, ev.Encoded)).fresh)
+    finally:
+        worker.close()
+    result["fresh"] = [fresh is not None for fresh in result["fresh"]]
+    return {**result, "sizes": worker.sizes, "pids": worker.pids}
+
+
+def test_the_gpu_call_receives_a_file_reference_not_the_frames_and_its_worker_is_reused(tmp_path):
+    clip = make_clip(tmp_path / "clip.mp4", seconds=12, fps=4, size=(320, 192))
+    code = (
+        "import json; from tests.test_zerogpu import reused_worker_scenario as s; "
+        f"print(json.dumps(s({str(clip)!r})))"
+    )
+    run = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-2000:]
+    result = json.loads(run.stdout.strip().splitlines()[-1])
+    assert result["frames"] == [16, 48], result
+    assert result["same"] == [True, True], f"answers through the worker equal those in process: {result}"
+    assert len(set(result["pids"])) == 1, f"one worker served both calls: {result}"
+    assert max(result["sizes"]) < 16_000, f"the pickled call stays small: {result}"
+    assert result["sizes"][1] - result["sizes"][0] < 32 * 100, f"and grows by bytes per frame: {result}"
+    assert min(result["by_value"]) > 2_000_000, f"the frames by value would have been megabytes: {result}"
