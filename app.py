@@ -46,12 +46,20 @@ def launch(
     port: int | None = None,
     **launch_kwargs,
 ) -> gr.Blocks:
-    """Build the page and serve it within ``settings``: queue size, concurrency and Gradio's upload cap."""
+    """Build the page and serve it within ``settings``: queue size, concurrency and Gradio's upload cap. The
+    app is also an MCP server (``/gradio_api/mcp/``): its tools are the documented endpoints, ``compare``
+    and ``kept_moments``."""
     configure_caches(settings.cache_settings())
     model_zoo.set_max_resident(settings.max_backbones)
     demo = build_demo(settings, backbone)
     demo.queue(max_size=settings.queue_size, default_concurrency_limit=settings.concurrency)
-    demo.launch(server_name=host, server_port=port, max_file_size=settings.max_upload_bytes, **launch_kwargs)
+    demo.launch(
+        server_name=host,
+        server_port=port,
+        max_file_size=settings.max_upload_bytes,
+        mcp_server=True,
+        **launch_kwargs,
+    )
     return demo
 
 

@@ -27,6 +27,7 @@ from pipeline.settings import Settings
 SCHEMA_VERSION = 1
 MAX_CARD_BYTES = 8 * 2**20  # a card of 1,024 frames and six columns is well under 1 MB
 NOT_A_CARD = "That file is not a run card: download one from a comparison and load it here."
+WRONG_VIDEO = "That video is not the one this card was made from (its fingerprint differs)."
 _REPRODUCIBLE = ("answer", "error", "tokens", "kept_frames", "segments")
 
 
@@ -201,7 +202,7 @@ def replay(card: dict, *, video=None, **request) -> Iterator[Event]:
     asked = Request(source_of(card, video), card["question"], settings_of(card), **request)
     for event in compare(asked):
         if isinstance(event, Finished) and event.prepared.fingerprint != card["video"]["fingerprint"]:
-            raise CardError("That video is not the one this card was made from (its fingerprint differs).")
+            raise CardError(WRONG_VIDEO)
         yield event
 
 

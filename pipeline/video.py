@@ -114,14 +114,18 @@ def _local_path(request: Request, workdir: Path | None) -> Path:
     """The video file: the source itself, or a link downloaded into ``workdir`` within the limits."""
     if not is_url(request.source):
         return Path(request.source)
-    limits = request.limits
+    return download(str(request.source), request.limits, workdir, allow_private=request.allow_private)
+
+
+def download(url: str, limits: media.Limits, workdir: Path | None, *, allow_private: bool = False) -> Path:
+    """A video link downloaded into ``workdir`` within ``limits`` (``media.fetch``'s VideoErrors)."""
     fetched = media.fetch(
-        str(request.source),
+        url,
         out_dir=workdir,
         max_size_mb=limits.max_size_mb,
         max_duration_s=limits.max_duration_s,
         max_height=limits.max_height,
-        allow_private=request.allow_private,
+        allow_private=allow_private,
     )
     return Path(fetched.path)
 
@@ -143,17 +147,24 @@ def _probe(path: Path) -> tuple[media.VideoInfo, str]:
     """``media.probe`` and ``media.fingerprint`` of ``path``: the fingerprint remembered while the file is
     unchanged (same path, inode, size, mtime), the probe while the content is (a second upload of the same
     video, under another name, is hashed but not probed again)."""
+    fingerprint = content_fingerprint(path)
+    info = cache.PROBES.get(("content", fingerprint))
+    if info is None:
+        info = media.probe(path)
+        cache.PROBES.put(("content", fingerprint), info)
+    return dataclasses.replace(info, path=str(path)), fingerprint
+
+
+def content_fingerprint(path: Path) -> str:
+    """``media.fingerprint`` of ``path``, remembered while the file is unchanged (same path, inode, size,
+    mtime): a follow-up, or "Kept moments" checking a card's video, does not hash the file again."""
     try:
         identity = cache.file_identity(path)
-    except OSError:  # missing or unreadable: media.probe raises the one-sentence VideoError for it
+    except OSError:  # missing or unreadable: media raises the one-sentence VideoError for it
         identity = None
     fingerprint = None if identity is None else cache.PROBES.get(identity)
     if fingerprint is None:
         fingerprint = media.fingerprint(path)
         if identity is not None:
             cache.PROBES.put(identity, fingerprint)
-    info = cache.PROBES.get(("content", fingerprint))
-    if info is None:
-        info = media.probe(path)
-        cache.PROBES.put(("content", fingerprint), info)
-    return dataclasses.replace(info, path=str(path)), fingerprint
+    return fingerprint

@@ -1,15 +1,19 @@
 """The app end to end through its API, as a gradio_client user would drive it (tiny backbone)."""
 
+import asyncio
 import json
 from pathlib import Path
 
+import httpx
 import pytest
 from gradio_client import Client, handle_file
 from gradio_client.exceptions import AppError
 
+import media
 from pipeline.columns import COLUMNS
 from pipeline.columns import DEFAULT_COLUMNS as METHODS
 from tests.app_server import running_app
+from tests.hostile import is_one_sentence
 from tests.videos import make_clip, write_garbage
 from ui.page import page_args
 from ui.updates import page_result
@@ -19,9 +23,14 @@ BUDGET = 48
 
 
 @pytest.fixture(scope="module")
-def client():
+def app_url():
     with running_app() as url:
-        yield Client(url, verbose=False)
+        yield url
+
+
+@pytest.fixture(scope="module")
+def client(app_url):
+    return Client(app_url, verbose=False)
 
 
 @pytest.fixture(scope="module")
@@ -91,25 +100,79 @@ def test_no_video_and_no_url_is_refused_with_a_sentence(client):
 def test_a_downloaded_run_card_re_runs_to_the_same_result(client, clip):
     out = _page(client, handle_file(str(clip)), methods=["tempo", "pool"])
     rerun = page_result(
-        client.predict(
-            card_file=handle_file(out["card_file"]),
-            video=handle_file(str(clip)),
-            url="",
-            api_name="/rerun_card",
-        ),
+        client.predict(handle_file(out["card_file"]), handle_file(str(clip)), "", api_name="/rerun_card"),
         COLUMNS,
     )
     assert "Re-run matches the card" in rerun["status"]
 
 
-def test_kept_moments_download_is_an_mp4_of_the_kept_frames(client, clip):
-    import media
+def test_kept_moments_is_an_mp4_around_each_frame_the_card_says_the_column_kept(client, clip):
+    card = _compare(client, handle_file(str(clip)), methods=["xcomp", "uniform"])
+    for method in ("xcomp", "uniform"):
+        path = client.predict(
+            method=method, card=card, video=handle_file(str(clip)), api_name="/kept_moments"
+        )
+        moments = {round(f["timestamp"], 3) for f in card["results"][method]["kept_frames"]}
+        info = media.probe(path)
+        assert Path(path).name == f"kept-moments-{method}.mp4"
+        assert 0 < info.duration <= len(moments) * 1.0 + 0.25  # about a second around each kept frame
 
-    _page(client, handle_file(str(clip)), methods=["xcomp"])
-    update = client.predict(api_name="/moments_xcomp")
-    path = update["value"] if isinstance(update, dict) else update
-    info = media.probe(path)
-    assert Path(path).suffix == ".mp4" and info.duration > 0
+
+def test_kept_moments_refuses_a_card_it_cannot_trust_with_one_sentence(client, clip, tmp_path):
+    card = _compare(client, handle_file(str(clip)), methods=["uniform"])
+    other = make_clip(tmp_path / "other.mp4", seconds=3, fps=8, size=(96, 64))
+    forged = json.loads(json.dumps(card))
+    forged["results"]["uniform"]["kept_frames"] = [{"index": "0; rm -rf /", "timestamp": 1.0}]
+    cases = [
+        ({"card": card, "video": handle_file(str(other))}, "not the one this card was made from"),
+        ({"card": card}, "give that video file"),
+        ({"card": forged, "video": handle_file(str(clip))}, "kept_frames are not frames"),
+        ({"card": {"results": {}}, "video": handle_file(str(clip))}, "not a run card"),
+    ]
+    for kwargs, words in cases:
+        with pytest.raises(AppError, match=words) as err:
+            client.predict(method="uniform", api_name="/kept_moments", **kwargs)
+        assert is_one_sentence(str(err.value)), err.value
+    with pytest.raises(AppError, match="no column 'xcomp'; it has uniform"):
+        client.predict(method="xcomp", card=card, video=handle_file(str(clip)), api_name="/kept_moments")
+
+
+def test_the_api_documents_compare_and_kept_moments_and_keeps_every_page_helper_private(client, app_url):
+    api = client.view_api(print_info=False, return_format="dict")
+    assert set(api["named_endpoints"]) == {"/compare", "/kept_moments"} and not api["unnamed_endpoints"]
+    parameters = api["named_endpoints"]["/compare"]["parameters"]
+    assert [p["parameter_name"] for p in parameters if not p["parameter_has_default"]] == ["question"]
+    events = httpx.get(app_url + "config", timeout=30).json()["dependencies"]
+    callable_ = {e["api_name"]: e["api_visibility"] for e in events if e["api_visibility"] != "private"}
+    assert callable_ == {
+        "compare": "public",
+        "kept_moments": "public",
+        "compare_page": "undocumented",
+        "rerun_card": "undocumented",
+    }
+    with pytest.raises(ValueError, match="Cannot find a function"):
+        client.predict("tiny-random", api_name="/backbone_defaults")
+
+
+def test_the_app_is_an_mcp_server_whose_tools_are_compare_and_kept_moments(app_url):
+    from mcp import ClientSession
+    from mcp.client.streamable_http import streamablehttp_client
+
+    async def tools() -> dict:
+        async with (
+            streamablehttp_client(app_url + "gradio_api/mcp/") as (read, write, _),
+            ClientSession(read, write) as session,
+        ):
+            await session.initialize()
+            return {tool.name: tool for tool in (await session.list_tools()).tools}
+
+    offered = asyncio.run(tools())
+    assert set(offered) == {"compare", "kept_moments"}
+    compare = offered["compare"]
+    assert compare.inputSchema["required"] == ["question"]
+    assert {"video", "url", "methods", "budget"} <= set(compare.inputSchema["properties"])
+    assert "Compare token-compression methods" in compare.description
+    assert offered["kept_moments"].inputSchema["required"] == ["method", "card"]
 
 
 def test_no_method_selected_is_refused_with_a_sentence(client, clip):

@@ -23,7 +23,6 @@ from pipeline.limits import AppSettings
 from tests.videos import make_clip
 from ui import edge, page
 from ui.edge import UNEXPECTED
-from ui.page import page_args
 
 pytestmark = pytest.mark.slow
 MB = 1 << 20
@@ -158,17 +157,14 @@ def test_an_unexpected_error_is_one_sentence_without_internals_and_is_logged(
 
 
 def test_an_unexpected_error_while_cutting_kept_moments_is_one_sentence(client, clip, monkeypatch):
-    args = page_args(
-        video=handle_file(str(clip)), question="What is shown?", methods=["uniform"], max_frames=8
-    )
-    client.predict(*args, api_name="/compare_page")  # the page's own event keeps what was kept
+    card = _compare(client, clip, methods=["uniform"])["card"]
 
     def disk_full(*args, **kwargs):
         raise OSError(28, "No space left on device", "/tmp/arena-out-x/kept-moments-uniform.mp4")
 
     monkeypatch.setattr(page, "export_moments", disk_full)
     with pytest.raises(AppError) as err:
-        client.predict(api_name="/moments_uniform")
+        client.predict(method="uniform", card=card, video=handle_file(str(clip)), api_name="/kept_moments")
     assert str(err.value) == UNEXPECTED.format(name="OSError")
 
 

@@ -155,7 +155,7 @@ def test_a_deeply_nested_card_is_refused_on_the_page_with_one_sentence(client, t
 # --- odd API values: one sentence each, naming the field -----------------------------------------------
 
 #: The typed /compare endpoint's parameters, in order (a raw call passes them by position).
-API_ORDER = tuple(inspect.signature(Page.compare_api).parameters)[1:]
+API_ORDER = tuple(inspect.signature(Page.compare).parameters)[1:]
 JSON = {"content-type": "application/json"}
 
 

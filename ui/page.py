@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+from pathlib import Path
 
 import gradio as gr
 from gradio import FileData
@@ -15,7 +16,7 @@ from gradio import FileData
 import media
 import model_zoo
 from media.clips import export_moments
-from pipeline import runcard
+from pipeline import cardview, runcard
 from pipeline.bounds import SETTING_BOUNDS
 from pipeline.columns import COLUMNS, DEFAULT_COLUMNS
 from pipeline.compare import compare
@@ -23,7 +24,7 @@ from pipeline.events import Finished
 from pipeline.limits import AppSettings
 from pipeline.request import Request
 from pipeline.settings import Settings, parse_methods
-from pipeline.video import is_url
+from pipeline.video import content_fingerprint, download, is_url
 from ui.edge import at_the_edge
 from ui.frames import FrameImages
 from ui.scratch import ScratchDirs
@@ -44,6 +45,9 @@ INTRO = (
     "and **Tempo** (training-free versions) answer, next to uniform frame sampling and average pooling."
 )
 
+
+#: Every endpoint an API client may call: the documented two, then the page's own streaming events.
+API_ENDPOINTS = ("compare", "kept_moments", "compare_page", "rerun_card")
 
 #: The page's Compare inputs, in the order its event takes them (``page_args`` for API clients).
 PAGE_INPUTS = (
@@ -132,7 +136,7 @@ class Page:
         workdir = self.sources.new() if is_url(source) else None
         return Request(source, question, settings, limits=self.settings.media_limits(), workdir=workdir)
 
-    def compare(
+    def compare_page(
         self,
         video: str | None,
         url: str,
@@ -155,7 +159,7 @@ class Page:
         events = compare(self.request(_source(video, url), question, settings))
         yield from Updates(self.out, self.files, self.images).stream(events, question, settings, progress)
 
-    def compare_api(
+    def compare(
         self,
         question: str,
         video: FileData | None = None,
@@ -195,7 +199,9 @@ class Page:
         settings = settings_from(
             chosen, backbone or self.backbone, budget, fps, max_frames, segment_frames, seed, max_new_tokens
         )
-        path = video["path"] if isinstance(video, dict) else video
+        path = _path_of(video)
+        if path and url and str(url).strip():
+            raise gr.Error("Give a video file or a URL, not both.", print_exception=False)
         finished = drain(compare(self.request(_source(path, url), question, settings)))
         return runcard.build(finished, question.strip(), settings)
 
@@ -212,12 +218,49 @@ class Page:
             events, card["question"], settings, progress, card
         )
 
-    def kept_moments(self, method: str, state: dict | None):
-        """A short MP4 of what ``method`` looked at: about a second around each kept frame, in order."""
-        if not state or not state.get("kept", {}).get(method):
+    def moments_button(self, method: str, last_run: dict | None, card_file: str | None, video: str | None):
+        """The page's "Kept moments" button: the clip of what ``method`` looked at in the run card the page
+        shows, cut from the video that run read (kept for the session), else from the uploaded video, else
+        from the card's link, downloaded again."""
+        if not card_file:
             raise gr.Error("Run a comparison first: this method has no kept frames yet.")
+        card = runcard.load(card_file)
+        if last_run and last_run.get("fingerprint") == card["video"]["fingerprint"]:
+            video = last_run["path"]
+        return gr.update(value=str(self.moments(card, method, video)), visible=True)
+
+    def kept_moments(self, method: str, card: dict, video: FileData | None = None) -> FileData:
+        """Cut a short MP4 of what one method looked at: about a second of the video around each frame it kept, in time order, with the time written on it.
+
+        Args:
+            method: the column whose kept frames to show, e.g. xcomp (one of the run card's results).
+            card: the run card /compare returned.
+            video: the video file the card was made from; leave it out when the card was made from a link (the link is downloaded again).
+
+        Returns:
+            The MP4 file.
+        """
+        path = self.moments(cardview.from_object(card), method, _path_of(video))
+        return FileData(path=str(path), orig_name=path.name, mime_type="video/mp4")
+
+    def moments(self, card: dict, method: str, video: str | None) -> Path:
+        """The kept-moments clip of ``method`` in ``card`` (checked), cut from ``video`` or the card's link."""
+        times = cardview.kept_times(card, method)
+        source = self.card_video(card, video)
         out = self.files.new() / f"kept-moments-{method}.mp4"
-        return gr.update(value=str(export_moments(state["path"], state["kept"][method], out)), visible=True)
+        return export_moments(source, times, out, limits=self.settings.media_limits())
+
+    def card_video(self, card: dict, video: str | None) -> Path:
+        """The card's video on this server: ``video`` when given, else the card's link downloaded again
+        (http(s) only); either must be the very video the card was made from (its fingerprint)."""
+        if video:
+            path = Path(video)
+        else:
+            source = runcard.source_of(card)  # one sentence for a card made from an upload, or not a link
+            path = download(str(source), self.settings.media_limits(), self.sources.new())
+        if content_fingerprint(path) != card["video"]["fingerprint"]:
+            raise runcard.CardError(runcard.WRONG_VIDEO)
+        return path
 
     def backbone_defaults(self, backbone: str):
         """When the backbone changes: its registry defaults, and the random-weights banner for tiny-random."""
@@ -241,7 +284,7 @@ class Page:
             inputs, sliders, run = self._inputs(defaults)
             self.out, boxes = self._results()
             self._wire(inputs, sliders, run, banner, boxes)
-        return demo
+        return keep_helpers_private(demo)
 
     def _inputs(self, defaults: Settings):
         with gr.Row():
@@ -310,9 +353,12 @@ class Page:
     def _wire(self, inputs, sliders, run, banner, boxes) -> None:
         video, url, question, methods, backbone = inputs[:5]
         outputs = self.out.components()
-        compare_ = at_the_edge(self.compare)
+        # the API first, so that no page event takes its names (an event is named after its function)
+        gr.api(at_the_edge(self.compare), api_name="compare", concurrency_id="gpu")
+        gr.api(at_the_edge(self.kept_moments), api_name="kept_moments")
+        compare_page = at_the_edge(self.compare_page)
         run.click(
-            compare_,
+            compare_page,
             inputs,
             outputs,
             api_name="compare_page",
@@ -320,24 +366,24 @@ class Page:
             concurrency_id="gpu",
             show_progress=PROGRESS,
         )
-        gr.api(at_the_edge(self.compare_api), api_name="compare", concurrency_id="gpu")
         question.submit(
-            compare_, inputs, outputs, api_name=False, concurrency_id="gpu", show_progress=PROGRESS
+            compare_page, inputs, outputs, api_name=False, concurrency_id="gpu", show_progress=PROGRESS
         )
         self.rerun.click(
             at_the_edge(self.rerun_card),
             [self.card_in, video, url],
             outputs,
             api_name="rerun_card",
+            api_visibility="undocumented",
             concurrency_id="gpu",
             show_progress=PROGRESS,
         )
         shown = at_the_edge(self.shown_columns)
-        methods.change(shown, methods, list(boxes.values()), api_name=False, show_progress="hidden")
-        backbone.change(at_the_edge(self.backbone_defaults), backbone, [*sliders, banner], api_name=False)
+        methods.change(shown, methods, list(boxes.values()), show_progress="hidden")
+        backbone.change(at_the_edge(self.backbone_defaults), backbone, [*sliders, banner])
         for m, col in self.out.columns.items():
-            moments = at_the_edge(functools.partial(self.kept_moments, m))
-            col.moments_btn.click(moments, self.out.last_run, col.moments, api_name=f"moments_{m}")
+            moments = at_the_edge(functools.partial(self.moments_button, m))
+            col.moments_btn.click(moments, [self.out.last_run, self.out.card_file, video], col.moments)
         if self.examples:
             gr.Examples(self.examples, [video, question], label="Examples (generated clips)")
         gr.Examples(
@@ -345,6 +391,17 @@ class Page:
             [video, url, question],
             label="URL examples (need network access)",
         )
+
+
+def keep_helpers_private(demo: gr.Blocks) -> gr.Blocks:
+    """Every event but the API's and the page's own two streaming events is private: gradio_client and MCP
+    see ``/compare`` and ``/kept_moments`` (documented) and ``/compare_page``, ``/rerun_card``
+    (undocumented, positional); the page's helpers (backbone defaults, shown columns, the buttons, examples,
+    Gradio's own share button) are for the page only."""
+    for fn in demo.fns.values():
+        if fn.api_name not in API_ENDPOINTS:
+            fn.api_visibility = "private"
+    return demo
 
 
 def _slider(name: str, defaults: Settings, label: str) -> gr.Slider:
@@ -377,6 +434,13 @@ def drain(events) -> Finished:
     for event in events:
         finished = event
     return finished
+
+
+def _path_of(video: FileData | dict | str | None) -> str | None:
+    """The server path of a file an API caller sent (Gradio checked it is an upload of theirs)."""
+    if isinstance(video, dict):
+        return video.get("path")
+    return getattr(video, "path", video)
 
 
 def _source(video: str | None, url: str | None) -> str:

@@ -132,7 +132,7 @@ class Updates:
             out.tokens_plot: rp.tokens_frame(event.reports),
             out.timeline_plot: rp.timeline_figure(event.prepared, event.reports),
             out.card_file: str(card_path),
-            out.last_run: {"path": str(event.prepared.path), "kept": kept_times(event)},
+            out.last_run: {"path": str(event.prepared.path), "fingerprint": event.prepared.fingerprint},
         }
         for method, report in event.reports.items():
             updates.update(self.column_done(report))
@@ -199,10 +199,6 @@ def _drain(queue: Queue, wait: float) -> tuple[list[Event], bool | BaseException
             return batch, True
         batch.append(value)
     return batch, False
-
-
-def kept_times(event: Finished) -> dict:
-    return {m: [f["timestamp"] for f in r.kept_frames] for m, r in event.reports.items()}
 
 
 def status_line(event: Finished, old_card: dict | None, card: dict) -> str:
