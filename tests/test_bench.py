@@ -166,3 +166,26 @@ def test_gpu_benchmark_code_path_runs_tiny_on_cpu():
     assert claims["espresso"]["paper"]["throughput_vs_pooling"] == 2.1
     assert set(claims["espresso"]["ours_training_free"]) == {"8", "16"}
     assert claims["xcomp"]["ours_estimated_4096_frames"]["Qwen3-VL-2B"]["ratio"] < 0.5
+
+
+def test_realsize_benchmark_drives_the_pipeline_and_prints_floors(clip):
+    line = run_json(
+        "realsize.py", "--tiny", "--video", str(clip), "--frames", "8", "--budget", "32", "--new-tokens", "2"
+    )  # fmt: skip
+    methods = {"espresso", "xcomp", "tempo", "uniform", "pool"}
+    assert line["frames"] == 8 and line["errors"] == {} and line["same_answers_alone"] is True
+    assert set(line["runs"]) == {"first", "followup", "uncompressed"} | methods
+    follow, shared = line["followup_vs_first"], line["shared_vs_separate"]
+    for entry in (follow, shared):
+        assert {"ratio", "floor", "goal_met", "floor_goal_met"} <= set(entry) and entry["floor"] > 0
+    # the follow-up's floor is made of its own stages, so it can never exceed its wall time
+    assert 0 < follow["floor_seconds"] <= follow["seconds"]
+    assert line["uncompressed_prefill"]["tokens"] == line["raw_tokens"] > 32
+    assert all(p["tokens"] <= 32 for p in line["prefill_vs_uncompressed"].values())
+    first = line["runs"]["first"]["stages"]
+    assert {"probe", "decode", "encode", "total"} <= set(first["shared"])
+    assert all(m["new_tokens"] == 2 and m["prefill"] > 0 for m in first["methods"].values())
+    # the follow-up runs on the first question's caches: what its floor assumes it may skip
+    reused = line["runs"]["followup"]["stages"]["methods"]
+    assert "compression" in reused["espresso"]["reused"]
+    assert any("scoring prompt prefix" in r for r in reused["tempo"]["reused"])
