@@ -284,6 +284,7 @@ def run_eval(args: argparse.Namespace) -> dict:
         fps=args.fps,
         max_frames=args.max_frames,
         prompt=args.prompt,
+        selector=args.selector,
     )
     summary = evaluation.run(config, log=_log)
     if "results" not in summary:  # a process other than rank 0: its share is written
@@ -294,7 +295,7 @@ def run_eval(args: argparse.Namespace) -> dict:
 
 def add_eval(commands) -> None:
     from evaluation.benchmarks import READERS
-    from evaluation.prompts import PROMPT_STYLES
+    from evaluation.prompts import PROMPT_STYLES, SELECTOR_TEXTS
 
     p = commands.add_parser(
         "eval",
@@ -313,6 +314,13 @@ def add_eval(commands) -> None:
         "--max-frames", type=_positive(int), help="at most this many frames (default: the backbone's)"
     )
     p.add_argument("--prompt", choices=PROMPT_STYLES, default="default", help="prompt wording")
+    p.add_argument(
+        "--selector",
+        choices=SELECTOR_TEXTS,
+        default="prompt",
+        help="what Tempo's and XComp's frame selection read: the whole prompt (default, as the authors' "
+        "evaluations) or the bare question",
+    )
     p.set_defaults(run=run_eval)
 
 

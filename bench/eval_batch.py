@@ -3,13 +3,14 @@ against a question-at-a-time loop, side by side in one run.
 
     python bench/eval_batch.py --json
 
-Ours is what ``cli.py eval`` does (``evaluation.runner.answer_video``): a video's questions and budgets are
-consecutive calls into the pipeline, so after the first call the probe, the decoded frames, the encoded
-tokens, the question-independent compressions, Tempo's relevance scores (across budgets) and the prompt
-prefixes come from the caches. The loop is how lmms-eval runs (it shards questions round-robin and keeps
-nothing between them): every question at every budget starts cold (caches cleared), decoding and encoding
-the video again. Both sides make the very same calls, with all methods in each (the loop is granted the
-pipeline's methods-at-once sharing; lmms-eval runs one method per run); the answers must be equal.
+Ours is what ``cli.py eval`` does (``evaluation.runner.answer_video``): all of a video's questions x
+budgets x methods are one multi-question request (``pipeline.many``): the video is decoded and encoded
+once, Tempo's relevance scores are computed once per question (for both budgets), question-independent
+compressions once per budget, prompt prefixes are shared, and every answer is decoded in one batch. The
+loop is how lmms-eval runs (it shards questions round-robin and keeps nothing between them): every question
+at every budget is its own request from cold caches (caches cleared), decoding and encoding the video again
+(it is granted the pipeline's methods-at-once sharing; lmms-eval runs one method per run). The answers must
+be equal: each answer in the batch is token for token what it is alone.
 
 Defaults: the tiny-random backbone on the CPU, 32 frames at 1 fps, the five methods at budgets 64 and 128,
 16 new tokens (the evaluation's), two generated 640x360 30 fps H.264 videos (4 and 5 minutes) with four
@@ -52,7 +53,7 @@ def write_benchmark(videos: list[Path], folder: Path, per_video: int) -> Path:
 
 
 def together(plan) -> list[dict]:
-    """Ours: caches cleared once, then each video's questions x budgets in a row."""
+    """Ours: caches cleared once, then one request per video with all its questions x budgets."""
     cache.clear_caches()
     return [r for path, qs in plan.videos().items() for r in answer_video(plan, path, qs, set())]
 

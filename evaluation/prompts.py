@@ -3,8 +3,19 @@
 Prompt (``default``), placed after the visual tokens as the user text: ``Question: {q}\\nOptions:\\nA. {o1}
 \\n...\\nAnswer with the option letter only.`` — lmms-eval's Qwen3-VL multiple-choice format, with
 VLMEvalKit's ``"{key}. {item}"`` option lines. ``official`` uses each benchmark's own wording (Video-MME's
-README, LongVideoBench's and MLVU's evaluation code, LVBench's). One difference: MLVU primes the reply with
-``Best option: (``; the pipeline takes no assistant prefix, so here MLVU's reply is not primed.
+README, LongVideoBench's and MLVU's evaluation code, LVBench's); MLVU's also primes the reply with
+``Best option: (`` (``reply_prefix``: the pipeline puts it after the generation prompt, and the reply parsed
+is what the model adds to it).
+
+What the selectors read (``selection_text``). Tempo's relevance prompt and XComp's clip attention read a
+text of their own; ``prompt`` (the default) gives them the whole prompt, as both authors' evaluations do:
+Tempo's lmms-eval model (FeiElysia/Tempo ``lmms_eval/models/simple/tempo.py``) passes the task's context,
+the question with its options and instructions, both to its compressor as the Query
+(``process_qwen_content(..., context, ...)``) and to its LLM; XComp's (ZheyuAqaZhang/XComp
+``lmms-eval_videochat/lmms_eval/models/videochat_flash.py``, ``modeling_qwen2_flash.py`` ``get_clip_scores``)
+scores clips by the attention of the user turn's rows after the time message (``EXTRA_PARAM_QUERY_BIAS=27``
+skips it), which hold that same context. ``question`` gives them the bare question instead, without options
+or instructions (an ablation: the options name what to look for, the instructions nothing visual).
 
 Parsing (``PARSER_VERSION``; letters limited to the question's option count):
 1. strip a ``<think>...</think>`` block (an unclosed one: everything from it), whitespace and surrounding
@@ -27,6 +38,8 @@ from evaluation.benchmarks import LETTERS, Question
 PARSER_VERSION = 1
 MAX_NEW_TOKENS = 16  # greedy; enough for a letter and a few words
 PROMPT_STYLES = ("default", "official")
+SELECTOR_TEXTS = ("prompt", "question")
+MLVU_REPLY_PREFIX = "Best option: ("
 
 _OFFICIAL_VIDEOMME = (
     "Select the best answer to the following multiple-choice question based on the video. "
@@ -55,6 +68,19 @@ def build_prompt(question: Question, *, style: str = "default", layout: str = "j
     if layout == "lvbench":
         return f"{question.question}\n{_lines(question, '({letter}) {text}')}\nAnswer the question with the option letter"
     raise ValueError(f"no official prompt for layout {layout!r}")
+
+
+def reply_prefix(*, style: str = "default", layout: str = "jsonl") -> str:
+    """The text that starts the reply: MLVU's official ``Best option: (``, else nothing."""
+    return MLVU_REPLY_PREFIX if style == "official" and layout == "mlvu" else ""
+
+
+def selection_text(question: Question, *, selector: str = "prompt") -> str | None:
+    """What Tempo's and XComp's selection read (module docstring): None for the prompt itself, or the bare
+    question."""
+    if selector not in SELECTOR_TEXTS:
+        raise ValueError(f"unknown selector text {selector!r}; choose from {', '.join(SELECTOR_TEXTS)}")
+    return None if selector == "prompt" else question.question
 
 
 # --- parsing --------------------------------------------------------------------------------------------

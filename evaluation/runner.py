@@ -2,9 +2,9 @@
 
     run(EvalConfig(data=..., layout="videomme", out=..., methods=(...), budgets=(1024, 4096)))
 
-Per video, every question x budget is one call into the pipeline (``adapter.answer``) with all methods
-still to do, so the pipeline's caches serve the video's later calls. Each answer becomes one record per
-method (``_record``): the gold and parsed letters, the raw output, the tokens the LLM received, the kept
+Per video, every question x budget x method still to do is one call into the pipeline
+(``adapter.answer_video``): the video is sampled and encoded once and every answer decoded in one batch.
+Each answer becomes one record per method (``_record``): the gold and parsed letters, the raw output, the tokens the LLM received, the kept
 frames' timestamps, whether a kept frame lies inside the needle's span (needle benchmarks), timings, and the
 error when there is one. A video that cannot be read is a recorded failure for all its questions, and the
 run goes on. Rank 0 merges every process's records and writes the summaries (``evaluation.report``).
@@ -22,12 +22,22 @@ import av
 
 import media
 from evaluation import adapter, benchmarks, distributed, report, store
+from evaluation.adapter import Ask
 from evaluation.benchmarks import Question
-from evaluation.prompts import MAX_NEW_TOKENS, PROMPT_STYLES, build_prompt, parse_answer
+from evaluation.prompts import (
+    MAX_NEW_TOKENS,
+    PROMPT_STYLES,
+    SELECTOR_TEXTS,
+    build_prompt,
+    parse_answer,
+    reply_prefix,
+    selection_text,
+)
+from evaluation.settings import EvalSettings
 from model_zoo import ModelLoadError
 from pipeline.columns import DEFAULT_COLUMNS
-from pipeline.settings import Settings, SettingsError, parse_methods
-from pipeline.video import QuestionError
+from pipeline.settings import SettingsError, parse_methods
+from pipeline.video import QuestionError, check_question
 
 Log = Callable[[str], None]
 
@@ -39,7 +49,8 @@ class EvalError(ValueError):
 @dataclass(frozen=True)
 class EvalConfig:
     """The command line's arguments (``cli.py eval``). ``video_root`` defaults to the data file's folder;
-    ``budgets``, ``fps`` and ``max_frames`` to the backbone's."""
+    ``budgets``, ``fps`` and ``max_frames`` to the backbone's, each within ``evaluation.settings``'s bounds;
+    ``selector``: what Tempo's and XComp's selection read (``evaluation.prompts.selection_text``)."""
 
     data: Path
     layout: str
@@ -52,6 +63,7 @@ class EvalConfig:
     fps: float | None = None
     max_frames: int | None = None
     prompt: str = "default"
+    selector: str = "prompt"
 
 
 def _check(config: EvalConfig) -> None:
@@ -59,6 +71,10 @@ def _check(config: EvalConfig) -> None:
         raise EvalError(f"Unknown layout {config.layout!r}; choose from {', '.join(benchmarks.READERS)}.")
     if config.prompt not in PROMPT_STYLES:
         raise EvalError(f"Unknown prompt {config.prompt!r}; choose from {', '.join(PROMPT_STYLES)}.")
+    if config.selector not in SELECTOR_TEXTS:
+        raise EvalError(
+            f"Unknown selector text {config.selector!r}; choose from {', '.join(SELECTOR_TEXTS)}."
+        )
     if config.budgets is not None and (not config.budgets or min(config.budgets) < 1):
         raise EvalError("Every budget must be a whole number of visual tokens, at least 1.")
     if config.limit is not None and config.limit < 1:
@@ -78,7 +94,7 @@ class Plan:
     config: EvalConfig
     questions: list[Question]
     bench_hash: str
-    settings: Settings  # methods and the first budget; each call replaces both
+    settings: EvalSettings  # methods and the first budget; each call replaces the methods
     methods: tuple[str, ...]
     budgets: tuple[int, ...]
     video_root: Path
@@ -90,6 +106,15 @@ class Plan:
     def keys(self) -> list[str]:
         """Every key, in file order of the questions, then methods (column order), then budgets."""
         return [self.key(q, m, b) for q in self.questions for m in self.methods for b in self.budgets]
+
+    def ask(self, question: Question) -> Ask:
+        """What the pipeline is asked for ``question``: the prompt, the selectors' text, the reply prefix."""
+        style, layout = self.config.prompt, self.config.layout
+        return Ask(
+            build_prompt(question, style=style, layout=layout),
+            selection=selection_text(question, selector=self.config.selector),
+            reply_prefix=reply_prefix(style=style, layout=layout),
+        )
 
     def videos(self) -> dict[Path, list[Question]]:
         """Questions per video file, videos in order of first appearance."""
@@ -107,7 +132,7 @@ def make_plan(config: EvalConfig) -> Plan:
     if not methods:
         raise EvalError("Give at least one method with --methods.")
     questions = benchmarks.read(config.data, config.layout)[: config.limit]
-    settings = Settings.for_backbone(
+    settings = EvalSettings.for_backbone(
         config.backbone, methods=methods, budget=(config.budgets or (None,))[0], fps=config.fps,
         max_frames=config.max_frames, max_new_tokens=MAX_NEW_TOKENS,
     )  # fmt: skip
@@ -120,6 +145,8 @@ def make_plan(config: EvalConfig) -> Plan:
                 "options": settings.options_for(m),
                 "prompt": config.prompt,
                 "layout": config.layout,
+                "reply_prefix": reply_prefix(style=config.prompt, layout=config.layout),
+                "selector": config.selector,
             }
         )
         for m in methods
@@ -141,7 +168,7 @@ def _default_root(data: Path, layout: str) -> Path:
     return folder.parent if layout == "mlvu" and folder.name == "json" else folder
 
 
-def limits_for(settings: Settings) -> media.Limits:
+def limits_for(settings: EvalSettings) -> media.Limits:
     """The app's limits protect a public page; benchmark videos are the user's own and run for hours
     (LVBench's average more than an hour), so only the decoded frames stay bounded."""
     return media.Limits(
@@ -208,33 +235,68 @@ def _duration(path: Path, questions: list[Question]) -> float:
 
 
 def answer_video(plan: Plan, path: Path, questions: list[Question], done: set[str]) -> Iterator[dict]:
-    """Records of every (question, method, budget) of one video not in ``done``; one pipeline call per
-    question and budget. An unreadable video fails all its remaining work and ends the video."""
-    calls = [(q, b) for q in questions for b in plan.budgets]
+    """Records of every (question, method, budget) of one video not in ``done``, in plan order, from one
+    pipeline call: the questions, budgets and methods with anything left to do (a cell whose other
+    methods are done is answered again and not recorded twice). A prompt too long is a failure of its
+    question alone; an unreadable video fails everything left and ends the video."""
+    todo = {
+        (i, b): [m for m in plan.methods if plan.key(q, m, b) not in done]
+        for i, q in enumerate(questions)
+        for b in plan.budgets
+    }
+    todo = {cell: methods for cell, methods in todo.items() if methods}
+    if not todo:
+        return
+    asks, refused = _asks(plan, questions, {i for i, _ in todo})
+    sent = sorted(asks)
+    budgets = [b for b in plan.budgets if any((i, b) in todo for i in sent)]
+    methods = tuple(m for m in plan.methods if any(m in todo[c] for c in todo if c[0] in asks))
+    answers, error, call_s = {}, None, 0.0
+    if sent:
+        answers, error, call_s = _call(plan, path, [asks[i] for i in sent], budgets, methods)
+    share = call_s / max(len(sent) * len(budgets), 1)  # one cell's share of the video's call
+    for (i, budget), cell_methods in todo.items():
+        question = questions[i]
+        for method in cell_methods:
+            if i in refused:
+                yield _failed(plan, path, question, method, budget, refused[i], "question")
+            elif error is not None:
+                yield _failed(plan, path, question, method, budget, *error)
+            else:
+                yield _record(plan, path, question, method, budget, answers[(sent.index(i), budget)], share)
 
-    def todo(question: Question, budget: int) -> list[str]:
-        return [m for m in plan.methods if plan.key(question, m, budget) not in done]
 
-    for i, (question, budget) in enumerate(calls):
-        if not (methods := todo(question, budget)):
-            continue
-        prompt = build_prompt(question, style=plan.config.prompt, layout=plan.config.layout)
-        settings = dataclasses.replace(plan.settings, budget=budget, methods=tuple(methods))
-        t0 = time.perf_counter()
+def _asks(plan: Plan, questions: list[Question], indices: set[int]) -> tuple[dict[int, Ask], dict[int, str]]:
+    """The asks of the questions at ``indices``, and the one-sentence refusal of each prompt that is too long
+    for the evaluation's bounds (``pipeline.video.check_question``, the pipeline's own check)."""
+    asks, refused = {}, {}
+    for i in sorted(indices):
+        ask = plan.ask(questions[i])
         try:
-            answers = adapter.answer(path, prompt, settings, limits_for(settings))
-        except (SettingsError, ModelLoadError):
-            raise  # the whole run is wrong, not this question
-        except media.VideoError as err:
-            for q, b in calls[i:]:
-                yield from (_failed(plan, path, q, m, b, str(err), "video") for m in todo(q, b))
-            return
-        except Exception as err:  # a prompt refused, or a fault in this one call: the run goes on
-            stage = "question" if isinstance(err, QuestionError) else "call"
-            yield from (_failed(plan, path, question, m, budget, _sentence(err), stage) for m in methods)
+            check_question(ask.prompt, plan.settings.BOUNDS.max_question_chars)
+        except QuestionError as err:
+            refused[i] = _sentence(err)
             continue
-        call_s = time.perf_counter() - t0
-        yield from (_record(plan, path, question, m, budget, answers, call_s) for m in methods)
+        asks[i] = ask
+    return asks, refused
+
+
+def _call(plan: Plan, path: Path, asks: list[Ask], budgets: list[int], methods: tuple[str, ...]):
+    """(answers per (ask index, budget), None, seconds) from one pipeline call, or ({}, (error, stage), 0)
+    when the call failed as a whole: ``video`` (unreadable), ``question`` or ``call`` (any other fault: the
+    run goes on). A wrong setting or model ends the run: it would fail every video."""
+    settings = dataclasses.replace(plan.settings, methods=methods)
+    t0 = time.perf_counter()
+    try:
+        answers = adapter.answer_video(path, asks, budgets, settings, limits_for(settings))
+    except (SettingsError, ModelLoadError):
+        raise
+    except media.VideoError as err:
+        return {}, (str(err), "video"), 0.0
+    except Exception as err:  # a prompt refused, or a fault in this one call: the run goes on
+        stage = "question" if isinstance(err, QuestionError) else "call"
+        return {}, (_sentence(err), stage), 0.0
+    return answers, None, time.perf_counter() - t0
 
 
 def _sentence(err: Exception) -> str:
@@ -260,6 +322,7 @@ def _base(plan: Plan, path: Path, question: Question, method: str, budget: int) 
         "question": question.question,
         "options": list(question.options),
         "prompt": build_prompt(question, style=plan.config.prompt, layout=plan.config.layout),
+        "reply_prefix": reply_prefix(style=plan.config.prompt, layout=plan.config.layout),
     }
 
 

@@ -170,6 +170,8 @@ class GenerationRequest:
     system: str | None = None
     #: Key of the prompt prefix (everything before the question) in the store given to ``generate_many``.
     prefix_key: Hashable | None = None
+    #: Text that starts the assistant's reply (``model_zoo.prompt.build_layout``); the answer excludes it.
+    reply_prefix: str = ""
 
 
 class BatchGeneration:

@@ -214,9 +214,15 @@ def build_layout(
     system: str | None = None,
     deepstack_levels: int,
     outer_vision_tokens: bool = False,
+    reply_prefix: str = "",
 ) -> PromptLayout:
     """Lay out [chat prefix, each segment (text, <|vision_start|>, K placeholders, <|vision_end|>), user text,
-    chat suffix] with its positions. Raises PromptError when placeholders and tokens would not match."""
+    chat suffix, reply prefix] with its positions. Raises PromptError when placeholders and tokens would not
+    match.
+
+    ``reply_prefix`` starts the assistant's reply after the generation prompt (MLVU's official prompt primes
+    ``Best option: (``): the model continues it, so what it generates is the answer without the prefix.
+    Like the user text it is plain text (special-token strings in it are not special)."""
     hidden = segments[0].embeds.shape[-1] if segments else 0
     check_segments(segments, hidden=hidden, levels=deepstack_levels)
     before, suffix = _template_around_user_text(tokenizer, system)
@@ -231,7 +237,7 @@ def build_layout(
         builder.text([ids.vision_end])
     user_ids = encode_plain(tokenizer, user_text)
     start = builder.length
-    builder.text(user_ids + encode_text(tokenizer, suffix))
+    builder.text(user_ids + encode_text(tokenizer, suffix) + encode_plain(tokenizer, reply_prefix))
     input_ids, positions, visual_mask = builder.tensors()
     layout = PromptLayout(
         input_ids=input_ids,

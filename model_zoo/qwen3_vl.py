@@ -187,9 +187,15 @@ class Qwen3VLBackbone:
     # ------------------------------------------------------------------ prompts
 
     def layout(
-        self, segments: Sequence[VisualSegmentLike], user_text: str, *, system: str | None = None
+        self,
+        segments: Sequence[VisualSegmentLike],
+        user_text: str,
+        *,
+        system: str | None = None,
+        reply_prefix: str = "",
     ) -> PromptLayout:
-        """The prompt [system?, user: segments then ``user_text``, generation prompt] as ids and positions."""
+        """The prompt [system?, user: segments then ``user_text``, generation prompt, ``reply_prefix``] as ids
+        and positions."""
         return build_layout(
             self.tokenizer,
             self.ids,
@@ -198,6 +204,7 @@ class Qwen3VLBackbone:
             system=system,
             deepstack_levels=self.deepstack_levels,
             outer_vision_tokens=self.outer_vision_tokens,
+            reply_prefix=reply_prefix,
         )
 
     # ------------------------------------------------------------------ answering
@@ -212,14 +219,18 @@ class Qwen3VLBackbone:
         system: str | None = None,
         prefix_key: Hashable | None = None,
         prefixes: PrefixStore | None = None,
+        reply_prefix: str = "",
     ) -> Generation:
         """Greedy answer to ``question`` about ``segments`` (in order), streamed as a ``Generation``.
 
         The prompt is checked now (placeholders = tokens, shapes, DeepStack levels); the model runs while the
         ``Generation`` is iterated. ``keep`` may drop visual tokens after chosen layers during prefill. With
-        ``prefixes`` and a ``prefix_key``, the prompt prefix comes from (or goes into) that store.
+        ``prefixes`` and a ``prefix_key``, the prompt prefix comes from (or goes into) that store. A
+        ``reply_prefix`` starts the reply (``build_layout``); the answer is what follows it.
         """
-        request = GenerationRequest(question, segments, keep, max_new_tokens, system, prefix_key)
+        request = GenerationRequest(
+            question, segments, keep, max_new_tokens, system, prefix_key, reply_prefix=reply_prefix
+        )
         return self._generation(request, prefixes)
 
     def generate_many(
@@ -239,7 +250,9 @@ class Qwen3VLBackbone:
         """A ``Generation`` for ``request``, its prompt laid out and checked (nothing runs yet)."""
         if request.max_new_tokens < 1:
             raise EngineError(f"max_new_tokens must be >= 1, got {request.max_new_tokens}")
-        layout = self.layout(request.segments, request.question, system=request.system)
+        layout = self.layout(
+            request.segments, request.question, system=request.system, reply_prefix=request.reply_prefix
+        )
         reuse = prefixes is not None and request.prefix_key is not None and supports_masks(self.model)
         return Generation(
             self,

@@ -69,6 +69,31 @@ SETTING_BOUNDS: dict[str, Bound] = {
     "seed": Bound("the seed", int, 0, 2**32 - 1, 1),
 }
 
+#: The longest question the page accepts (characters).
+MAX_QUESTION_CHARS = 2000
+
+
+@dataclass(frozen=True)
+class RequestBounds:
+    """Everything one request may ask for: each numeric setting's ``Bound`` and the question's length.
+
+    ``PAGE_BOUNDS`` is what the public page, the API, the CLI and run cards get (``Settings.BOUNDS``). A
+    caller running its own videos on its own machine (the evaluation, ``evaluation.settings``) declares wider
+    bounds in a ``Settings`` subclass of its own: a class attribute, not a field, so no page value or run
+    card (``Settings.from_dict``) can reach it.
+    """
+
+    settings: Mapping[str, Bound]
+    max_question_chars: int
+
+    def __post_init__(self) -> None:
+        missing = sorted(set(SETTING_BOUNDS) - set(self.settings))
+        if missing:
+            raise ValueError(f"request bounds lack {', '.join(missing)}")
+
+
+PAGE_BOUNDS = RequestBounds(SETTING_BOUNDS, MAX_QUESTION_CHARS)
+
 #: Every option a comparison may set for a method (``Settings.method_options``), as the compressor's keyword.
 #: Whether the options fit together (XComp's windows in whole clips, say) is the compressor's own check.
 OPTION_BOUNDS: dict[str, dict[str, Bound]] = {
@@ -109,4 +134,13 @@ def check_options(method: str, options) -> dict:
     return {name: known[name].check(value) for name, value in options.items()}
 
 
-__all__ = ["OPTION_BOUNDS", "SETTING_BOUNDS", "Bound", "SettingsError", "check_options"]
+__all__ = [
+    "MAX_QUESTION_CHARS",
+    "OPTION_BOUNDS",
+    "PAGE_BOUNDS",
+    "SETTING_BOUNDS",
+    "Bound",
+    "RequestBounds",
+    "SettingsError",
+    "check_options",
+]

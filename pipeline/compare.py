@@ -79,7 +79,7 @@ def compare(request: Request, *, runner: Runner | None = None) -> Iterator[Event
     ``runner`` replaces ``run_on_gpu`` (tests run it in a forked process, as ZeroGPU does).
     """
     started = time.perf_counter()
-    question = check_question(request.question)
+    question = check_question(request.question, request.settings.BOUNDS.max_question_chars)
     own_tmp = None
     if is_url(request.source) and request.workdir is None:
         own_tmp = Path(tempfile.mkdtemp(prefix="arena-"))

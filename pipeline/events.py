@@ -21,10 +21,15 @@ class Progress:
     message: str
 
 
+#: A multi-question request's (question index, budget): which of its answers an event belongs to.
+Cell = tuple[int, int]
+
+
 @dataclass
 class AnswerDelta:
     method: str
     text: str  # the answer so far
+    cell: Cell | None = None  # None in a one-question request (``pipeline.compare``)
 
 
 @dataclass
@@ -48,6 +53,7 @@ class MethodReport:
 @dataclass
 class MethodDone:
     report: MethodReport
+    cell: Cell | None = None  # None in a one-question request (``pipeline.compare``)
 
 
 @dataclass
@@ -78,4 +84,14 @@ class Finished:
     shared_timings: dict  # seconds: fetch, probe (with fingerprint), decode, encode; total (the whole run)
 
 
-Event = Progress | Encoded | AnswerDelta | MethodDone | Computed | Finished
+@dataclass
+class FinishedMany:
+    """The end of a multi-question request (``pipeline.many``): a report per (question index, budget,
+    method), in the order the answers finished."""
+
+    prepared: PreparedVideo
+    reports: dict[tuple[int, int, str], MethodReport]
+    shared_timings: dict  # as ``Finished.shared_timings``
+
+
+Event = Progress | Encoded | AnswerDelta | MethodDone | Computed | Finished | FinishedMany

@@ -10,10 +10,11 @@ import dataclasses
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 import compressors
 import model_zoo
-from pipeline.bounds import SETTING_BOUNDS, SettingsError, check_options
+from pipeline.bounds import PAGE_BOUNDS, RequestBounds, SettingsError, check_options
 from pipeline.columns import COLUMNS, DEFAULT_COLUMNS
 
 #: What a backbone's registry entry decides when a comparison leaves it unset (None).
@@ -30,7 +31,12 @@ class Settings:
     API, the CLI or a run card. Which weights a column of its own loads is not a setting: the registry
     says, or the server's maintainer (``use_official_weights``); such a column takes only the options its
     registry entry offers as choices (``ColumnInfo.choices``: Tempo-6B's 4K or 8K budget).
+
+    ``BOUNDS`` (a class attribute, never a field: no page value or run card can set it) are the page's; the
+    evaluation checks its own settings against wider ones in a subclass (``evaluation.settings``).
     """
+
+    BOUNDS: ClassVar[RequestBounds] = PAGE_BOUNDS
 
     backbone: str = model_zoo.TINY
     methods: tuple[str, ...] = DEFAULT_COLUMNS
@@ -50,7 +56,7 @@ class Settings:
             if getattr(self, name) is None:
                 object.__setattr__(self, name, getattr(spec, name))
         object.__setattr__(self, "methods", _checked_methods(self.methods))
-        for name, bound in SETTING_BOUNDS.items():
+        for name, bound in self.BOUNDS.settings.items():
             bound.check(getattr(self, name))
         if self.segment_frames % 2:
             raise SettingsError("The segment length must be an even number of frames, from 2 to 32.")

@@ -4,6 +4,11 @@ The backbone encodes the sampled frames once (cached across follow-up questions)
 compresses the same encoded video under the same budget (a failing one reports its error in its own column);
 then the backbone decodes every compressed method's answer as one batch (``Qwen3VLBackbone.generate_many``),
 so all columns stream at once. Should the batch itself fail (out of memory, say), each method answers alone.
+
+A multi-question request (``run_many``, ``pipeline.many``) does the same over every (question, budget)
+cell: one encode, every cell's compressions (Tempo's relevance scores computed once per question and reused
+across budgets, question-independent compressions once per budget), then every answer of every cell in one
+batched decode (split only past ``MAX_BATCH_TOKENS``); each answer is token for token what it is alone.
 """
 
 from __future__ import annotations
@@ -31,65 +36,79 @@ from pipeline.accounting import (
     one_sentence,
     too_small,
 )
-from pipeline.events import AnswerDelta, Computed, Encoded, Event, MethodDone, MethodReport, Progress
-from pipeline.request import Job
+from pipeline.events import AnswerDelta, Cell, Computed, Encoded, Event, MethodDone, MethodReport, Progress
+from pipeline.request import Ask, Job, ManyJob
+from pipeline.settings import Settings
 from pipeline.video import PreparedVideo
 
 #: Prompt prefixes (keys/values of everything before the question): Tempo's relevance prompts and the
 #: answers of question-independent methods, so a follow-up question runs only its own tokens.
 PREFIX_STORE = cache.PrefixCache(cache.PREFIXES)
 
+#: Most visual tokens one batched decode holds (their keys and values stay on the GPU until it ends: on
+#: Qwen3-VL-2B in bf16, 112 KiB per token, so about 14 GiB plus the prompts). More answers than that decode
+#: in consecutive batches. A page request (five methods, budget at most 16384) is always one batch.
+MAX_BATCH_TOKENS = 1 << 17
+
 
 @dataclass
 class SharedRun:
-    """One request's state on the shared backbone: the job, the encoded video and what the methods share."""
+    """One request's state on the shared backbone: the prepared video, encoded once, and what the methods
+    share across questions and budgets."""
 
-    job: Job
+    prepared: PreparedVideo
     backbone: model_zoo.Qwen3VLBackbone
     video: model_zoo.VisualTokens  # on the backbone's device
     video_key: tuple  # what decides the encoded tokens (``video_key``)
-    hooks: cache.CachedHooks
     computed: list[tuple[str, Hashable, object]] = field(default_factory=list)  # for ``Computed``
+    hooks: dict[str, cache.CachedHooks] = field(default_factory=dict)  # per selection text
 
-    @property
-    def prepared(self) -> PreparedVideo:
-        return self.job.prepared
+    def hooks_for(self, text: str) -> cache.CachedHooks:
+        """The backbone's hooks for selectors reading ``text``. Tempo's relevance scores depend on that text,
+        not on the budget: a second budget (or a re-run) reuses them."""
+        if text not in self.hooks:
+            self.hooks[text] = cache.CachedHooks(
+                self.backbone,
+                self.video,
+                video_key=self.video_key,
+                question=text,
+                prefixes=PREFIX_STORE,
+                computed=self.computed,
+            )
+        return self.hooks[text]
+
+
+@dataclass(frozen=True)
+class QuestionCell:
+    """One question at one budget: what each method compresses for and answers."""
+
+    ask: Ask
+    settings: Settings  # the budget is the cell's
+    tag: Cell | None = None  # (question index, budget) in a multi-question request, else None
 
 
 class SharedBackboneRunner:
     """``ColumnRunner`` of every training-free method (``pipeline.columns``)."""
 
     def run(self, job: Job, names: Sequence[str]) -> Iterator[Event]:
-        state = yield from self._start(job)
-        compressed = []
-        for i, method in enumerate(names):
-            yield Progress("compress", 0.2 + 0.3 * i / len(names), f"{method}: compressing…")
-            item = compress_one(state, method)
-            if isinstance(item, MethodReport):
-                yield MethodDone(item)
-            else:
-                compressed.append(item)
-        if compressed:
-            yield Progress("answer", 0.5, f"Answering with {len(compressed)} method(s) at once…")
-            yield from answer_all(state, compressed)
-        if state.computed:
-            yield Computed(state.computed)
+        state = yield from self._start(job.prepared, job.settings)
+        yield from run_cells(state, [QuestionCell(Ask(job.question), job.settings)], names)
 
-    def _start(self, job: Job) -> Iterator[Event]:
+    def run_many(self, job: ManyJob, names: Sequence[str]) -> Iterator[Event]:
+        """Every (question, budget) cell of ``job``: events carry their cell (``pipeline.many``)."""
+        state = yield from self._start(job.prepared, job.settings)
+        cells = [QuestionCell(job.asks[i], job.settings_at(b), (i, b)) for i, b in job.cells()]
+        yield from run_cells(state, cells, names)
+
+    def _start(self, prepared: PreparedVideo, settings: Settings) -> Iterator[Event]:
         """Load the backbone and encode the video once (from the token cache when it is there)."""
-        backbone = model_zoo.load_backbone(job.settings.backbone)
-        frames = job.prepared.real_frames
-        yield Progress("encode", 0.15, f"Encoding {frames} frames once for every method…")
+        backbone = model_zoo.load_backbone(settings.backbone)
+        yield Progress("encode", 0.15, f"Encoding {prepared.real_frames} frames once for every method…")
         t0 = time.perf_counter()
-        key = video_key(backbone, job)
-        video, fresh = encode(backbone, job.prepared, key)
+        key = video_key(backbone, prepared, settings)
+        video, fresh = encode(backbone, prepared, key)
         yield Encoded({"encode": time.perf_counter() - t0}, (key, fresh) if fresh is not None else None)
-        computed: list = []
-        # Tempo's relevance scores depend on the question, not on the budget: a re-run reuses them.
-        hooks = cache.CachedHooks(
-            backbone, video, video_key=key, question=job.question, prefixes=PREFIX_STORE, computed=computed
-        )
-        return SharedRun(job, backbone, video, key, hooks, computed)
+        return SharedRun(prepared, backbone, video, key)
 
     def gpu_seconds(self, job: Job, names: Sequence[str]) -> float:
         """One encode, then per method its compression and answer (seconds on a ZeroGPU slice)."""
@@ -101,12 +120,48 @@ class SharedBackboneRunner:
 RUNNER = SharedBackboneRunner()
 
 
+def run_cells(state: SharedRun, cells: Sequence[QuestionCell], names: Sequence[str]) -> Iterator[Event]:
+    """Compress every cell with every method (a failure is that method's report in that cell), then answer
+    every compressed one in one batched decode."""
+    compressed = []
+    work = [(cell, method) for cell in cells for method in names]
+    for i, (cell, method) in enumerate(work):
+        where = "" if cell.tag is None else f" (question {cell.tag[0] + 1}, budget {cell.tag[1]})"
+        yield Progress("compress", 0.2 + 0.3 * i / len(work), f"{method}: compressing{where}…")
+        item = compress_one(state, cell, method)
+        if isinstance(item, MethodReport):
+            yield MethodDone(item, cell.tag)
+        else:
+            compressed.append(item)
+    if compressed:
+        yield Progress("answer", 0.5, f"Answering with {len(compressed)} method(s) at once…")
+        for batch in token_batches(compressed):
+            yield from answer_all(state, batch)
+    if state.computed:
+        yield Computed(state.computed)
+
+
+def token_batches(items: list[Compressed]) -> Iterator[list[Compressed]]:
+    """``items`` in order, cut into consecutive batches of at most ``MAX_BATCH_TOKENS`` visual tokens (an
+    item larger than that is a batch of its own)."""
+    batch, tokens = [], 0
+    for item in items:
+        count = sum(int(segment.embeds.shape[0]) for segment in item.result.segments)
+        if batch and tokens + count > MAX_BATCH_TOKENS:
+            yield batch
+            batch, tokens = [], 0
+        batch.append(item)
+        tokens += count
+    if batch:
+        yield batch
+
+
 # --- encode ---------------------------------------------------------------------------------------------
 
 
-def video_key(backbone, job: Job) -> tuple:
+def video_key(backbone, prepared: PreparedVideo, settings: Settings) -> tuple:
     """What decides the encoded tokens: the video, its sampling, the backbone and the dtype it runs in."""
-    return (job.prepared.fingerprint, job.settings.sampling_key(), job.settings.backbone, str(backbone.dtype))
+    return (prepared.fingerprint, settings.sampling_key(), settings.backbone, str(backbone.dtype))
 
 
 def encode(backbone, prepared: PreparedVideo, key: tuple):
@@ -145,33 +200,37 @@ class Compressed:
     report: MethodReport
     result: object  # compressors.base.CompressionResult
     memory: dict  # measured over the compression
+    cell: QuestionCell
     key: tuple | None = None  # what decides the compression when the question does not (``compress_cached``)
 
-    def request(self, job: Job) -> GenerationRequest:
-        """The answer's request; a question-independent compression's prompt prefix is kept under its key."""
+    def request(self) -> GenerationRequest:
+        """The answer's request: the cell's prompt and reply prefix; a question-independent compression's
+        prompt prefix is kept under its key."""
         return GenerationRequest(
-            job.question,
+            self.cell.ask.prompt,
             self.result.segments,
             keep=self.result.keep,
-            max_new_tokens=job.settings.max_new_tokens,
+            max_new_tokens=self.cell.settings.max_new_tokens,
             prefix_key=None if self.key is None else ("answer prompt prefix", *self.key),
+            reply_prefix=self.cell.ask.reply_prefix,
         )
 
 
-def compress_one(state: SharedRun, method: str) -> Compressed | MethodReport:
-    """Compress with ``method``; a failure becomes the method's report with its error (one sentence)."""
+def compress_one(state: SharedRun, cell: QuestionCell, method: str) -> Compressed | MethodReport:
+    """Compress ``cell`` with ``method``; a failure becomes the method's report with its error (one sentence)."""
     report = MethodReport(method=method, label=method)
     memory = MemoryMeter(state.backbone.device)
-    settings, spans = state.job.settings, state.prepared.spans
+    settings, spans = cell.settings, state.prepared.spans
+    hooks = state.hooks_for(cell.ask.selection_text)
     try:
         compressor = compressors.build(method, **settings.options_for(method))
         report.label = compressor.label
         torch.manual_seed(settings.seed)
         t0 = time.perf_counter()
-        before = state.hooks.reuse_counts()
-        result, key, hit = compress_cached(state, compressor, spans)
+        before = hooks.reuse_counts()
+        result, key, hit = compress_cached(state, cell, compressor, spans)
         report.timings["compress"] = time.perf_counter() - t0
-        report.timings["reused"] = reused(hit, before, state.hooks.reuse_counts())
+        report.timings["reused"] = reused(hit, before, hooks.reuse_counts())
         account_compression(report, result, state.prepared, spans)
         if not result.segments:
             report.error = too_small(settings.budget, method, result.extra.get("note"))
@@ -182,7 +241,7 @@ def compress_one(state: SharedRun, method: str) -> Compressed | MethodReport:
             free_memory()  # outside the except: the traceback, and the memory it held, are gone
         report.memory = memory.stop()
         return report
-    return Compressed(report, result, memory.stop(), key)
+    return Compressed(report, result, memory.stop(), cell, key)
 
 
 def reused(compression: bool, before: tuple[int, int], after: tuple[int, int]) -> list[str]:
@@ -196,16 +255,17 @@ def reused(compression: bool, before: tuple[int, int], after: tuple[int, int]) -
     return taken
 
 
-def compress_cached(state: SharedRun, compressor, spans):
-    """``compressor.compress``, the key that decides it when the method ignores the question (else None), and
-    whether it came from the cache: the result is reused across questions from ``cache.COMPRESSIONS`` under
-    that key (a new entry is also appended to ``state.computed``, for ``Computed``).
+def compress_cached(state: SharedRun, cell: QuestionCell, compressor, spans):
+    """``compressor.compress`` for ``cell``, the key that decides it when the method ignores the question (else
+    None), and whether it came from the cache: the result is reused across questions from
+    ``cache.COMPRESSIONS`` under that key (a new entry is also appended to ``state.computed``, for
+    ``Computed``). The method reads the cell's selection text (``Ask.selection_text``).
 
     Key: the video key (what decides the tokens and the spans), the method, its options, the budget and the
     seed. The cache keeps a CPU copy (never GPU memory past a request); a result with a keep rule (a callable)
     is not cached.
     """
-    settings, video = state.job.settings, state.video
+    settings, video = cell.settings, state.video
     key = None
     if not getattr(compressor, "question_conditioned", True):
         options = repr(sorted(compressor.options().items()))
@@ -215,7 +275,11 @@ def compress_cached(state: SharedRun, compressor, spans):
             return move_result(cached, video.embeds.device), key, True
     with torch.inference_mode():
         result = compressor.compress(
-            video, spans, state.job.question, budget=settings.budget, hooks=state.hooks
+            video,
+            spans,
+            cell.ask.selection_text,
+            budget=settings.budget,
+            hooks=state.hooks_for(cell.ask.selection_text),
         )
     if key is not None and result.keep is None:
         kept = move_result(result, "cpu")
@@ -253,7 +317,7 @@ def move_result(result, device):
 def answer_all(state: SharedRun, compressed: list[Compressed]) -> Iterator[Event]:
     """Answer every compressed method in one batched decode; if the batch fails, the methods it had not
     finished answer alone, each in its own try (one bad method never takes the others down)."""
-    pending = {item.report.method: item for item in compressed}
+    pending = {(item.cell.tag, item.report.method): item for item in compressed}
     failed = False
     try:
         yield from decode_together(state, compressed, pending)
@@ -261,10 +325,10 @@ def answer_all(state: SharedRun, compressed: list[Compressed]) -> Iterator[Event
         failed = True
     if failed:
         free_memory()  # outside the except: the batch's tensors are no longer referenced
-    for method, item in list(pending.items()):
+    for key, item in list(pending.items()):
         report = yield from answer_alone(state, item)
-        del pending[method]
-        yield MethodDone(report)
+        del pending[key]
+        yield MethodDone(report, item.cell.tag)
 
 
 def decode_together(state: SharedRun, compressed: list[Compressed], pending: dict) -> Iterator[Event]:
@@ -272,21 +336,22 @@ def decode_together(state: SharedRun, compressed: list[Compressed], pending: dic
     leaves ``pending``) as soon as its answer ends. Its ``answer`` time is its own prefill plus the wall
     time of the batched steps it took part in, shared with the others (``answer_batched``)."""
     memory = MemoryMeter(state.backbone.device)
-    requests = [item.request(state.job) for item in compressed]
+    requests = [item.request() for item in compressed]
     batch = state.backbone.generate_many(requests, prefixes=PREFIX_STORE)
     shown = [""] * len(compressed)
     for index, delta in batch:
         item = compressed[index]
+        tag = item.cell.tag
         if delta:
             shown[index] += delta
-            yield AnswerDelta(item.report.method, shown[index])
+            yield AnswerDelta(item.report.method, shown[index], tag)
         if batch[index].done:
             report = answered(item, batch[index], state.prepared, batched=True)
             report.memory = max_memory(item.memory, memory.stop())
             if report.answer != shown[index]:
-                yield AnswerDelta(report.method, report.answer)
-            del pending[report.method]
-            yield MethodDone(report)
+                yield AnswerDelta(report.method, report.answer, tag)
+            del pending[(tag, report.method)]
+            yield MethodDone(report, tag)
 
 
 def answered(item: Compressed, generation, prepared: PreparedVideo, *, batched: bool) -> MethodReport:
@@ -310,7 +375,7 @@ def answer_alone(state: SharedRun, item: Compressed) -> Iterator[Event]:
     memory = MemoryMeter(state.backbone.device)
     shown = ""
     try:
-        request = item.request(state.job)  # alone, not a batch of one: the batch may be what failed
+        request = item.request()  # alone, not a batch of one: the batch may be what failed
         generation = state.backbone.generate(
             request.question,
             request.segments,
@@ -318,16 +383,17 @@ def answer_alone(state: SharedRun, item: Compressed) -> Iterator[Event]:
             max_new_tokens=request.max_new_tokens,
             prefix_key=request.prefix_key,
             prefixes=PREFIX_STORE,
+            reply_prefix=request.reply_prefix,
         )
         for delta in generation:
             shown += delta
-            yield AnswerDelta(report.method, shown)
+            yield AnswerDelta(report.method, shown, item.cell.tag)
         answered(item, generation, state.prepared, batched=False)
     except Exception as err:  # one method failing must not take the other columns down
         report.error = failure(err)
     if report.error == OUT_OF_MEMORY:
         free_memory()
     elif report.error is None and report.answer != shown:
-        yield AnswerDelta(report.method, report.answer)
+        yield AnswerDelta(report.method, report.answer, item.cell.tag)
     report.memory = max_memory(item.memory, memory.stop())
     return report

@@ -16,8 +16,9 @@ from pathlib import Path
 import media
 from compressors.base import SegmentSpan
 from pipeline import cache, handoff
+from pipeline.bounds import PAGE_BOUNDS
 from pipeline.events import Progress
-from pipeline.request import Request
+from pipeline.request import ManyRequest, Request
 from pipeline.settings import Settings
 
 
@@ -25,7 +26,7 @@ class QuestionError(ValueError):
     """The question is empty or too long (the message says what to do)."""
 
 
-MAX_QUESTION_CHARS = 2000
+MAX_QUESTION_CHARS = PAGE_BOUNDS.max_question_chars
 
 
 @dataclass
@@ -69,18 +70,20 @@ def is_url(source: str | os.PathLike) -> bool:
     return isinstance(source, str) and "://" in source
 
 
-def check_question(question: str) -> str:
+def check_question(question: str, max_chars: int = MAX_QUESTION_CHARS) -> str:
+    """The question stripped; QuestionError (one sentence) when it is not text, empty, or over ``max_chars``
+    (the request's ``Settings.BOUNDS``)."""
     if question is not None and not isinstance(question, str):  # an API caller's number, list, ...
         raise QuestionError("The question must be text; type a question about the video.")
     question = (question or "").strip()
     if not question:
         raise QuestionError("Type a question about the video first.")
-    if len(question) > MAX_QUESTION_CHARS:
-        raise QuestionError(f"Shorten the question to at most {MAX_QUESTION_CHARS} characters.")
+    if len(question) > max_chars:
+        raise QuestionError(f"Shorten the question to at most {max_chars} characters.")
     return question
 
 
-def prepare(request: Request, workdir: Path | None) -> Iterator[Progress | PreparedVideo]:
+def prepare(request: Request | ManyRequest, workdir: Path | None) -> Iterator[Progress | PreparedVideo]:
     """Fetch (links), probe, fingerprint, sample and segment; yields progress, then the ``PreparedVideo``.
 
     A fetched file lives in ``workdir``; the caller removes it.

@@ -1,6 +1,6 @@
 """evaluation.run and ``cli.py eval``: outputs, failures, resume, --limit, and 1 vs 2 processes.
 
-Most tests swap the pipeline call (``evaluation.adapter.answer``) for a scripted one, so they check the
+Most tests swap the pipeline call (``evaluation.adapter.answer_video``) for a scripted one, so they check the
 machinery (records, keys, summaries, retries) in milliseconds; the tiny backbone answers noise, so the
 end-to-end tests check what must hold whatever it answers.
 """
@@ -52,31 +52,38 @@ def write_bench(
 
 
 class Scripted:
-    """Stands in for ``adapter.answer``: reads the video like the pipeline (a missing or broken one raises
-    VideoError), then every method answers ``reply(prompt, method, budget)`` and keeps the frames
-    ``keep(method, budget)`` picks from 8 sampled at 0.5 s, 1.5 s, ...; counts its calls."""
+    """Stands in for ``adapter.answer_video``: reads the video like the pipeline (a missing or broken one
+    raises VideoError), then in every (question, budget) cell every method answers
+    ``reply(prompt, method, budget)`` and keeps the frames ``keep(method, budget)`` picks from 8 sampled at
+    0.5 s, 1.5 s, ...; keeps the requests (one per video), their asks and the cells they asked for."""
 
     def __init__(self, reply=lambda prompt, method, budget: "B", keep=lambda method, budget: [0, 4]) -> None:
-        self.reply, self.keep, self.calls = reply, keep, []
+        self.reply, self.keep, self.requests, self.calls, self.asks = reply, keep, [], [], []
 
-    def __call__(self, video, prompt, settings, limits) -> adapter.Answers:
+    def __call__(self, video, asks, budgets, settings, limits) -> dict[tuple[int, int], adapter.Answers]:
         media.probe(video)
-        self.calls.append((Path(video).name, prompt, settings.methods, settings.budget))
+        self.requests.append(Path(video).name)
         sampled = [k + 0.5 for k in range(8)]
-        methods = {
-            m: adapter.MethodAnswer(
-                method=m, output=self.reply(prompt, m, settings.budget), error=None, tokens_llm=settings.budget,
-                tokens_raw=999, kept_times=[sampled[k] for k in self.keep(m, settings.budget)], timings={"answer": 0.01},
-            )
-            for m in settings.methods
-        }  # fmt: skip
-        return adapter.Answers(sampled, methods)
+        answers = {}
+        self.asks += asks
+        for i, ask in enumerate(asks):
+            for b in budgets:
+                self.calls.append((Path(video).name, ask.prompt, settings.methods, b))
+                methods = {
+                    m: adapter.MethodAnswer(
+                        method=m, output=self.reply(ask.prompt, m, b), error=None, tokens_llm=b, tokens_raw=999,
+                        kept_times=[sampled[k] for k in self.keep(m, b)], timings={"answer": 0.01},
+                    )
+                    for m in settings.methods
+                }  # fmt: skip
+                answers[(i, b)] = adapter.Answers(sampled, methods)
+        return answers
 
 
 @pytest.fixture
 def scripted(monkeypatch):
     fake = Scripted()
-    monkeypatch.setattr(adapter, "answer", fake)
+    monkeypatch.setattr(adapter, "answer_video", fake)
     return fake
 
 
@@ -108,7 +115,8 @@ def test_every_question_method_and_budget_gets_one_record_in_plan_order(tmp_path
     assert [(r["qid"], r["method"], r["budget"]) for r in rows[:4]] == [
         ("a-0", "espresso", 16), ("a-0", "espresso", 32), ("a-0", "uniform", 16), ("a-0", "uniform", 32),
     ]  # fmt: skip
-    # one pipeline call per question and budget, with every method at once, a video's calls together
+    # one pipeline request per video, with every question, budget and method at once
+    assert scripted.requests == ["a.mp4", "b.mp4"]
     assert [(c[0], c[2], c[3]) for c in scripted.calls[:2]] == [
         ("a.mp4", ("espresso", "uniform"), 16), ("a.mp4", ("espresso", "uniform"), 32),
     ]  # fmt: skip
@@ -168,13 +176,14 @@ def test_a_method_failure_is_a_result_and_a_video_failure_is_retried(tmp_path, m
     data = write_bench(tmp_path, {"a.mp4": 2, "late.mp4": 0}, per_video=1)
     fake = Scripted()
 
-    def failing_espresso(video, prompt, settings, limits):
-        answers = fake(video, prompt, settings, limits)
-        if "espresso" in answers.methods:
-            answers.methods["espresso"].error = "A budget of 16 visual tokens is too small for espresso."
+    def failing_espresso(video, asks, budgets, settings, limits):
+        answers = fake(video, asks, budgets, settings, limits)
+        for cell in answers.values():
+            if "espresso" in cell.methods:
+                cell.methods["espresso"].error = "A budget of 16 visual tokens is too small for espresso."
         return answers
 
-    monkeypatch.setattr(adapter, "answer", failing_espresso)
+    monkeypatch.setattr(adapter, "answer_video", failing_espresso)
     out = tmp_path / "out"
     evaluation.run(config(data, out, budgets=(16,)))
     espresso = next(r for r in predictions(out) if r["method"] == "espresso" and r["video"] == "a.mp4")
@@ -225,7 +234,7 @@ def test_needle_span_accounting_follows_the_kept_and_sampled_frames(tmp_path, mo
               "needle": {"start": 2.0, "end": 3.2}}  # fmt: skip
     data = write_bench(tmp_path, {"a.mp4": 2}, per_video=0, extra=[needle])
     fake = Scripted(keep=lambda method, budget: [2] if method == "espresso" else [0, 3])
-    monkeypatch.setattr(adapter, "answer", fake)
+    monkeypatch.setattr(adapter, "answer_video", fake)
     summary = evaluation.run(config(data, tmp_path / "out", budgets=(16,)))
     rows = {r["method"]: r for r in predictions(tmp_path / "out")}
     assert rows["espresso"]["needle"] == {"start": 2.0, "end": 3.2, "sampled": True, "kept": True}
@@ -341,11 +350,19 @@ def test_a_killed_run_resumes_without_duplicates(tiny_bench, tmp_path, monkeypat
         time.sleep(0.05)
     process.send_signal(signal.SIGKILL)
     process.wait(timeout=30)
-    written = {r["key"] for r in store.read_records(tmp_path)}
+    records = list(store.read_records(tmp_path))
+    written = {r["key"] for r in records}
     assert 3 <= len(written) < 12 and not (tmp_path / "summary.json").exists()
+    # a video's records are written together once its request ends: a complete video is never asked again
+    complete = {v for v in {r["video"] for r in records} if sum(r["video"] == v for r in records) == 4}
     calls = []
-    answer = adapter.answer
-    monkeypatch.setattr(adapter, "answer", lambda *a: calls.append(a[2].methods) or answer(*a))
+    answer = adapter.answer_video
+
+    def counted(video, asks, budgets, settings, limits):
+        calls.append((Path(video).name, len(asks) * len(budgets) * len(settings.methods)))
+        return answer(video, asks, budgets, settings, limits)
+
+    monkeypatch.setattr(adapter, "answer_video", counted)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
@@ -353,7 +370,7 @@ def test_a_killed_run_resumes_without_duplicates(tiny_bench, tmp_path, monkeypat
     finally:
         torch.set_num_threads(threads)
     assert predictions(tmp_path) == predictions(one)
-    assert sum(len(methods) for methods in calls) == 12 - len(written)  # none of the first run's work again
+    assert complete.isdisjoint(v for v, _ in calls) and sum(n for _, n in calls) == 12 - 4 * len(complete)
     keys = [r["key"] for r in parsed_lines(part)]
     assert len(keys) == len(set(keys)) == 12  # every answer appended once, across both runs
 
@@ -404,7 +421,7 @@ def test_mlvu_summary_reports_m_avg_as_the_mean_of_its_task_accuracies(tmp_path,
         (folder / f"{task}.json").write_text(json.dumps(rows))
     # right on every plotQA question, wrong on the one count question: pooled 3/4, M-Avg (1 + 0) / 2
     fake = Scripted(reply=lambda prompt, method, budget: "B" if "plotQA" in prompt else "A")
-    monkeypatch.setattr(adapter, "answer", fake)
+    monkeypatch.setattr(adapter, "answer_video", fake)
     summary = evaluation.run(config(tmp_path / "MLVU", tmp_path / "out", layout="mlvu", budgets=(16,)))
     accuracy = {r["method"]: r["accuracy"] for r in summary["results"]}
     m_avg = {a["method"]: a["value"] for a in summary["aggregates"]}
