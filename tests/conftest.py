@@ -51,6 +51,19 @@ def _noise(index, width, height):
     return np.random.default_rng(index).integers(0, 256, (height, width, 3), dtype=np.uint8)
 
 
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """One torch intra-op thread for a module (``pytestmark = pytest.mark.usefixtures("one_torch_thread")``):
+    the tiny model's small ops run many times faster than with two threads fighting for a loaded machine's
+    cores."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 # --- engine: the tiny backbone with sdpa attention, and a copy of it with eager attention ---
 
 

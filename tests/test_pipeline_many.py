@@ -20,6 +20,8 @@ from pipeline.settings import Settings
 from pipeline.video import QuestionError
 from tests.videos import make_clip
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 SETTINGS = Settings.for_backbone("tiny-random", budget=48, max_frames=16, fps=4.0, max_new_tokens=4)
 BUDGETS = (32, 48)
 ASKS = (
@@ -31,15 +33,6 @@ ASKS = (
         reply_prefix="Best option: (",
     ),
 )
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """One torch thread: on a loaded 2-core machine a second one makes the tiny model's small ops wait."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")
