@@ -46,13 +46,13 @@ METHOD_NOTES: dict[str, str] = {
         "and temporal compressors, on Qwen3-VL's 2-frame groups (the temporal tokens count groups, not frames). "
         "Every segment still gets the same p + t tokens whatever its content, as in the paper."
     ),
-    # Placeholder: what today's code does; the engine helper reports XComp's remaining departures to the lead.
     "xcomp": (
         "arXiv 2604.14149 on Qwen3-VL, without the paper's compression fine-tuning: ToMe to 16 tokens per frame, "
-        "QC-Comp scoring each 64-frame window as a fresh sequence with local positions (the authors score inside "
-        "one forward over the video), LP-Comp keeping the tokens' original positions (the authors renumber them), "
-        "neither when the budget covers the video, and frames kept as the shared budget allows (the authors "
-        "keep 2048 once 1024 are sampled)."
+        "QC-Comp scoring clips inside the forward over the video in chunks of 576 frames (8 shifted chunkings) "
+        "and LP-Comp renumbering what remains, as the authors' run.sh runs them, but on Qwen3-VL's 2-frame groups"
+        " (a clip is 4 groups, the chunkings shift by 66 frames), with its 3-D positions, and with the frames "
+        "kept as the shared budget allows: QC-Comp runs whenever the budget cannot hold every group (the authors "
+        "run it only from 1024 sampled frames and keep 2048)."
     ),
     "tempo": (
         "arXiv 2604.08120 without its weights: the shared backbone's own Yes/No answer to Tempo's prompt is the "
