@@ -77,9 +77,12 @@ def local_app(settings=None, *, backbone: str = "tiny-random"):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    demo = app.launch(
-        settings or AppSettings(), backbone=backbone, port=port, prevent_thread_lock=True, quiet=True
-    )
+    with redirect_stdout(
+        sys.stderr
+    ):  # the MCP server announces itself on stdout; stdout is for the JSON line
+        demo = app.launch(
+            settings or AppSettings(), backbone=backbone, port=port, prevent_thread_lock=True, quiet=True
+        )
     try:
         yield f"http://127.0.0.1:{port}/"
     finally:

@@ -11,6 +11,7 @@ from gradio_client import Client
 
 from bench import load
 from pipeline import shared
+from pipeline.columns import COLUMNS
 from pipeline.limits import AppSettings
 
 pytestmark = pytest.mark.slow
@@ -43,7 +44,7 @@ def test_requests_that_fit_the_queue_all_complete_and_each_answer_is_checked(tmp
 
 
 def test_an_incomplete_answer_counts_as_failed_not_completed():
-    columns = ["an answer", "", None, None] + ["", "", None, None] * 5
+    columns = ["an answer", "", None, None] + ["", "", None, None] * (len(COLUMNS) - 1)
     result = ("Done: 8 frames", None, None, None, None, *columns)
     assert load.check_answer(result, ("espresso",)) == ""
     assert load.check_answer(result, ("espresso", "xcomp")) == "no answer from xcomp"

@@ -122,18 +122,18 @@ def test_events_carry_their_cell_and_every_answer_is_done_once(spied):
 
 def test_selectors_read_the_selection_text_and_the_answer_the_prompt(clip, monkeypatch):
     seen = {"relevance": set(), "clips": set()}
-    real_logits, real_clips = cache.CachedHooks.next_token_logits, cache.CachedHooks.clip_attention
+    real_logits, real_scores = cache.CachedHooks.next_token_logits, cache.CachedHooks.window_scores
 
     def logits(self, prompts, *, system, user_text, words):
         seen["relevance"].add(user_text)
         return real_logits(self, prompts, system=system, user_text=user_text, words=words)
 
-    def clip_attention(self, clips, question, layers):
+    def window_scores(self, segments, question, **kwargs):
         seen["clips"].add(question)
-        return real_clips(self, clips, question, layers)
+        return real_scores(self, segments, question, **kwargs)
 
     monkeypatch.setattr(cache.CachedHooks, "next_token_logits", logits)
-    monkeypatch.setattr(cache.CachedHooks, "clip_attention", clip_attention)
+    monkeypatch.setattr(cache.CachedHooks, "window_scores", window_scores)
     settings = dataclasses.replace(SETTINGS, methods=("xcomp", "tempo"))
     run_many(clip, ASKS, (32,), settings)
     texts = {a.selection_text for a in ASKS}
