@@ -1,27 +1,34 @@
 """Loading backbones: lazily on first use, cached, at most ``max_resident`` at a time (least recently used
 goes first, and its GPU memory is given back).
 
-Real checkpoints load by hub id and pinned revision through transformers' own classes (no remote code):
+Real checkpoints load by hub id through transformers' own classes (no remote code):
 ``AutoModelForImageTextToText`` (a ``Qwen3VLForConditionalGeneration``), ``AutoTokenizer``, and the
 checkpoint's ``video_preprocessor_config.json`` for resizing and normalisation; bf16 on CUDA, fp32 on CPU,
-sdpa attention. Nothing here touches CUDA at import time (ZeroGPU: ``app.py`` imports ``spaces`` first and
-places models at module level). When the files cannot be fetched (offline, no cache, gated), the error is
-one sentence that names the offline ``tiny-random`` backbone.
+sdpa attention. The revision asked for (the registry's, or a run card's commit) is first resolved to its
+commit (``resolve_commit``) and every file is read at that commit, so a branch that moves during a load
+cannot mix two versions; the loaded backbone's ``spec.revision`` is that commit, which the run card records.
+The weights go straight onto their device through accelerate (``device_map``): never built on the CPU and
+moved, so the host holds no second copy and a cold start is shorter. Nothing here touches CUDA at import
+time (ZeroGPU: ``app.py`` imports ``spaces`` first and places models at module level). When the files
+cannot be fetched (offline, no cache, gated), the error is one sentence that names the offline
+``tiny-random`` backbone.
 """
 
 from __future__ import annotations
 
 import contextlib
 import copy
+import dataclasses
 import gc
 import json
+import re
 import threading
 from collections import OrderedDict
 from collections.abc import Iterator
 from pathlib import Path
 
 import torch
-from huggingface_hub import hf_hub_download
+from huggingface_hub import hf_hub_download, snapshot_download
 from huggingface_hub.errors import EntryNotFoundError, RemoteEntryNotFoundError
 
 from model_zoo.preprocess import VideoPreprocessConfig
@@ -32,6 +39,9 @@ from model_zoo.variants import TINY, BackboneSpec, get_backbone_spec
 #: What the hub raises when files cannot be had: offline mode, missing cache, network, gated or missing repo
 #: or revision (all OSError subclasses in huggingface_hub 1.x/2.x, plus EntryNotFoundError).
 HUB_ERRORS = (OSError, EntryNotFoundError)
+
+#: A full git commit id, as the Hub names snapshots (``models--org--name/snapshots/<commit>``).
+COMMIT = re.compile(r"[0-9a-f]{40}")
 
 
 class ModelLoadError(RuntimeError):
@@ -69,6 +79,15 @@ def tiny_backbone(spec: BackboneSpec, device: torch.device) -> Qwen3VLBackbone:
     return Qwen3VLBackbone(spec, model, tokenizer, preprocess=TINY_PREPROCESS)
 
 
+def resolve_commit(hub_id: str, revision: str) -> str:
+    """The commit ``revision`` (a branch, tag or commit of ``hub_id``) names now: a commit as given, else the
+    Hub's answer (one small file fetched), or offline the cache's ``refs/<revision>``, as huggingface_hub
+    resolves it. Raises what the hub raises when neither can say (``HUB_ERRORS``)."""
+    if COMMIT.fullmatch(revision):
+        return revision
+    return Path(snapshot_download(hub_id, revision=revision, allow_patterns=["config.json"])).name
+
+
 def fetch_preprocess_config(spec: BackboneSpec) -> VideoPreprocessConfig:
     """The checkpoint's video preprocessing numbers; the library defaults if it ships no video config."""
     try:
@@ -90,40 +109,49 @@ def ensure_chat_template(tokenizer, spec: BackboneSpec) -> None:
         tokenizer.chat_template = Path(path).read_text()
 
 
-def hub_backbone(spec: BackboneSpec, device: torch.device) -> Qwen3VLBackbone:
-    """Load a real checkpoint by hub id and revision; ModelLoadError when its files cannot be fetched."""
+def hub_backbone(spec: BackboneSpec, device: torch.device, revision: str | None = None) -> Qwen3VLBackbone:
+    """Load a real checkpoint by hub id at ``revision`` (default: the registry's), every file at the commit
+    it resolves to, the weights straight onto ``device``; ModelLoadError when its files cannot be fetched."""
     from transformers import AutoModelForImageTextToText, AutoTokenizer, Qwen3VLForConditionalGeneration
 
+    asked = revision or spec.revision
     try:
+        spec = dataclasses.replace(spec, revision=resolve_commit(spec.hub_id, asked))
         preprocess = fetch_preprocess_config(spec)
         tokenizer = AutoTokenizer.from_pretrained(spec.hub_id, revision=spec.revision)
         ensure_chat_template(tokenizer, spec)
         model = AutoModelForImageTextToText.from_pretrained(
-            spec.hub_id, revision=spec.revision, dtype=dtype_for(device), attn_implementation="sdpa"
+            spec.hub_id,
+            revision=spec.revision,
+            dtype=dtype_for(device),
+            attn_implementation="sdpa",
+            device_map={"": device},  # accelerate places each tensor on the device as it is read
         )
     except HUB_ERRORS as exc:
         raise ModelLoadError(
-            f"Cannot load backbone {spec.name!r} ({spec.hub_id} at revision {spec.revision}) because its files "
+            f"Cannot load backbone {spec.name!r} ({spec.hub_id} at revision {asked}) because its files "
             f"could not be fetched ({type(exc).__name__}); use the offline {TINY!r} backbone instead."
         ) from exc
     if not isinstance(model, Qwen3VLForConditionalGeneration):
         raise ModelLoadError(
             f"{spec.hub_id} loaded as {type(model).__name__}, not Qwen3VLForConditionalGeneration."
         )
-    return Qwen3VLBackbone(spec, model.to(device).eval(), tokenizer, preprocess=preprocess)
+    return Qwen3VLBackbone(spec, model.eval(), tokenizer, preprocess=preprocess)
 
 
-def build_backbone(spec: BackboneSpec, device: torch.device) -> Qwen3VLBackbone:
-    """Load ``spec`` on ``device`` (no caching: see ``load_backbone``)."""
+def build_backbone(spec: BackboneSpec, device: torch.device, revision: str | None = None) -> Qwen3VLBackbone:
+    """Load ``spec`` on ``device`` at ``revision`` (default: the registry's; no caching: see ``load_backbone``)."""
     if spec.family != "qwen3_vl":
         raise ModelLoadError(
             f"backbone {spec.name!r} has family {spec.family!r}; the only adapter is 'qwen3_vl'."
         )
-    return tiny_backbone(spec, device) if spec.hub_id is None else hub_backbone(spec, device)
+    return tiny_backbone(spec, device) if spec.hub_id is None else hub_backbone(spec, device, revision)
 
 
 class BackboneCache:
-    """Loaded backbones by (name, device), least recently used first; at most ``max_resident`` of them.
+    """Loaded backbones by (name, device, revision asked), least recently used first; at most
+    ``max_resident`` of them. A backbone asked for at a commit is found under the branch it was loaded by
+    too (its ``spec.revision`` is the commit it resolved to).
 
     Evicting drops the cache's reference, runs the garbage collector and empties CUDA's cache, so the GPU
     memory comes back as long as no caller still holds the evicted backbone. Thread-safe (Gradio handlers
@@ -132,27 +160,36 @@ class BackboneCache:
 
     def __init__(self, *, max_resident: int = 1) -> None:
         self.max_resident = max_resident
-        self._resident: OrderedDict[tuple[str, str], Qwen3VLBackbone] = OrderedDict()
+        self._resident: OrderedDict[tuple[str, str, str], Qwen3VLBackbone] = OrderedDict()
         self._lock = threading.RLock()
 
-    def get(self, name: str, *, device: str | torch.device | None = None) -> Qwen3VLBackbone:
+    def get(
+        self, name: str, *, device: str | torch.device | None = None, revision: str | None = None
+    ) -> Qwen3VLBackbone:
         spec = get_backbone_spec(name)
         where = resolve_device(device)
-        key = (name, str(where))
+        asked = revision or spec.revision
         with self._lock:
-            if key in self._resident:
+            key = self._find(name, str(where), asked)
+            if key is not None:
                 self._resident.move_to_end(key)
                 return self._resident[key]
             # Make room first, so that the new weights never sit beside more than max_resident - 1 others.
             self.shrink(self.max_resident - 1)
-            backbone = build_backbone(spec, where)
-            self._resident[key] = backbone
+            backbone = build_backbone(spec, where, revision)
+            self._resident[(name, str(where), asked)] = backbone
             return backbone
+
+    def _find(self, name: str, device: str, asked: str) -> tuple[str, str, str] | None:
+        for key, backbone in self._resident.items():
+            if key[:2] == (name, device) and asked in (key[2], backbone.spec.revision):
+                return key
+        return None
 
     def resident(self) -> list[tuple[str, str]]:
         """(name, device) of the loaded backbones, least recently used first."""
         with self._lock:
-            return list(self._resident)
+            return [key[:2] for key in self._resident]
 
     def shrink(self, size: int | None = None) -> None:
         """Evict least recently used backbones until at most ``size`` (default ``max_resident``) remain."""
@@ -174,14 +211,17 @@ class BackboneCache:
 _CACHE = BackboneCache(max_resident=1)
 
 
-def load_backbone(name: str, *, device: str | torch.device | None = None) -> Qwen3VLBackbone:
+def load_backbone(
+    name: str, *, device: str | torch.device | None = None, revision: str | None = None
+) -> Qwen3VLBackbone:
     """The backbone called ``name`` (see ``list_backbones()``), loaded on first use and cached.
 
-    ``device`` defaults to CUDA when available, else CPU. At most ``max_resident`` backbones stay loaded
+    ``device`` defaults to CUDA when available, else CPU. ``revision`` (a branch, tag or commit of its hub
+    repo) defaults to the registry's; ``backbone.spec.revision`` is the commit it resolved to. At most ``max_resident`` backbones stay loaded
     (``set_max_resident``; default 1). Raises ModelLoadError when the weights cannot be fetched and
     UnknownNameError (listing the valid names) for an unknown name.
     """
-    return _CACHE.get(name, device=device)
+    return _CACHE.get(name, device=device, revision=revision)
 
 
 def set_max_resident(count: int) -> None:

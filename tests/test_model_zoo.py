@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import copy
 import dataclasses
-import json
 import subprocess
 import sys
 import time
@@ -19,6 +17,7 @@ from compressors.base import BackboneHooks
 from model_zoo import loading
 from model_zoo.tiny import build_tiny, build_tokenizer
 from model_zoo.variants import METHOD_OPTIONS, TINY
+from tests import hubcache
 
 GPU_BACKBONES = ["qwen3vl-2b", "qwen3vl-4b", "qwen3vl-8b"]
 METHODS = ["espresso", "xcomp", "tempo", "uniform", "pool"]
@@ -151,15 +150,15 @@ def test_a_real_checkpoint_fails_fast_offline_naming_the_tiny_backbone(monkeypat
 
 
 class _FakeBackbone:
-    def __init__(self, name):
-        self.name, self.model, self.device = name, object(), torch.device("cpu")
+    def __init__(self, spec):
+        self.spec, self.model, self.device = spec, object(), torch.device("cpu")
 
     def release(self):
         self.model = None
 
 
 def test_least_recently_used_backbone_is_evicted_and_released(monkeypatch):
-    monkeypatch.setattr(loading, "build_backbone", lambda spec, device: _FakeBackbone(spec.name))
+    monkeypatch.setattr(loading, "build_backbone", lambda spec, device, revision: _FakeBackbone(spec))
     cache = loading.BackboneCache(max_resident=2)
     a = cache.get("qwen3vl-2b", device="cpu")
     cache.get("qwen3vl-4b", device="cpu")
@@ -187,39 +186,68 @@ def test_importing_the_zoo_does_not_initialise_cuda():
     assert out.stdout.strip() == "False"
 
 
-def test_a_checkpoint_loads_through_the_hub_path_with_its_own_preprocessing_and_template(
-    tmp_path, monkeypatch
-):
-    """The real-checkpoint path end to end, offline: a saved tiny checkpoint stands in for the hub repo."""
-    model, tokenizer = build_tiny(0)
-    model.save_pretrained(tmp_path)
-    template = tokenizer.chat_template
-    bare = copy.deepcopy(tokenizer)
-    bare.chat_template = None  # Qwen3-VL ships its template beside the processor, not in the tokenizer
-    bare.save_pretrained(tmp_path)
-    (tmp_path / "chat_template.json").write_text(json.dumps({"chat_template": template}))
-    video_config = {"size": {"shortest_edge": 4096, "longest_edge": 65536}, "image_mean": [0.4, 0.5, 0.6]}
-    (tmp_path / "video_preprocessor_config.json").write_text(json.dumps(video_config))
-    requested = []
+COMMIT_A, COMMIT_B = "a" * 40, "b" * 40
 
-    def fake_download(repo_id, filename, *, revision):
-        requested.append((repo_id, filename, revision))
-        return str(tmp_path / filename)
 
-    monkeypatch.setattr(loading, "hf_hub_download", fake_download)
-    spec = dataclasses.replace(
-        model_zoo.get_backbone_spec("qwen3vl-2b"), hub_id=str(tmp_path), revision="abc123"
+def fake_hub_spec(monkeypatch, tmp_path):
+    """``qwen3vl-2b`` read from a fake Hub cache: commits A (seed 0) and B (seed 1), main pointing at B."""
+    hubcache.write_tiny_snapshot(tmp_path, "org/tiny-vl", COMMIT_A, seed=0)
+    hubcache.write_tiny_snapshot(tmp_path, "org/tiny-vl", COMMIT_B, seed=1)
+    hubcache.point(tmp_path, "org/tiny-vl", COMMIT_B)
+    hubcache.use_cache(monkeypatch, tmp_path)
+    return dataclasses.replace(
+        model_zoo.get_backbone_spec("qwen3vl-2b"), hub_id="org/tiny-vl", revision="main"
     )
+
+
+def test_a_checkpoint_loads_through_the_hub_path_at_the_commit_its_branch_names(tmp_path, monkeypatch):
+    """The real-checkpoint path end to end, offline, from a Hub cache laid out as huggingface_hub's: every
+    file at the commit ``main`` resolves to, the weights placed by accelerate (a device map, no move)."""
+    spec = fake_hub_spec(monkeypatch, tmp_path)
+    from transformers import AutoModelForImageTextToText
+
+    asked = []
+    real = AutoModelForImageTextToText.from_pretrained.__func__
+
+    def spy(cls, *args, **kwargs):
+        asked.append(kwargs)
+        return real(cls, *args, **kwargs)
+
+    monkeypatch.setattr(AutoModelForImageTextToText, "from_pretrained", classmethod(spy))
+    monkeypatch.setattr(torch.nn.Module, "to", _refuse_move)
     backbone = loading.build_backbone(spec, torch.device("cpu"))
-    assert {(f, r) for _, f, r in requested} == {
-        ("video_preprocessor_config.json", "abc123"),
-        ("chat_template.json", "abc123"),
-    }
-    assert backbone.dtype == torch.float32 and backbone.tokenizer.chat_template == template
+    assert [(k["revision"], k["device_map"]) for k in asked] == [(COMMIT_B, {"": torch.device("cpu")})]
+    assert backbone.spec.revision == COMMIT_B
+    assert torch.equal(backbone.model.lm_head.weight, build_tiny(1)[0].lm_head.weight)
+    assert (
+        backbone.dtype == torch.float32 and backbone.tokenizer.chat_template == build_tiny(0)[1].chat_template
+    )
     assert eng_attention(backbone) == "sdpa"
     assert (backbone.preprocess.min_pixels, backbone.preprocess.max_pixels) == (4096, 65536)
-    assert backbone.preprocess.image_mean == (0.4, 0.5, 0.6)
-    assert torch.equal(backbone.model.lm_head.weight, model.lm_head.weight)
+
+
+def _refuse_move(self, *args, **kwargs):
+    raise AssertionError("the loader moved a built model instead of loading it onto its device")
+
+
+def test_a_pinned_commit_loads_that_commit_whatever_the_branch_names_now(tmp_path, monkeypatch):
+    spec = fake_hub_spec(monkeypatch, tmp_path)
+    pinned = loading.build_backbone(spec, torch.device("cpu"), revision=COMMIT_A)
+    assert pinned.spec.revision == COMMIT_A
+    assert torch.equal(pinned.model.lm_head.weight, build_tiny(0)[0].lm_head.weight)
+    assert loading.resolve_commit("org/tiny-vl", "main") == COMMIT_B
+    with pytest.raises(model_zoo.ModelLoadError, match="tiny-random"):
+        loading.build_backbone(spec, torch.device("cpu"), revision="c" * 40)  # not in the cache, offline
+
+
+def test_the_cache_finds_a_backbone_by_the_commit_its_branch_resolved_to(tmp_path, monkeypatch):
+    spec = fake_hub_spec(monkeypatch, tmp_path)
+    monkeypatch.setitem(model_zoo.backbones, "qwen3vl-2b", spec)
+    cache = loading.BackboneCache(max_resident=1)
+    by_branch = cache.get("qwen3vl-2b", device="cpu")
+    assert cache.get("qwen3vl-2b", device="cpu", revision=COMMIT_B) is by_branch
+    other = cache.get("qwen3vl-2b", device="cpu", revision=COMMIT_A)
+    assert other.spec.revision == COMMIT_A and by_branch.model is None  # evicted, released
 
 
 def eng_attention(backbone) -> str:
