@@ -74,8 +74,8 @@ def serving(backbone):
     answers with ``backbone`` for its name, whatever the device asked; other names load as usual."""
     original = model_zoo.load_backbone
 
-    def load(name, *, device=None):
-        return backbone if name == backbone.spec.name else original(name, device=device)
+    def load(name, *, device=None, revision=None):
+        return backbone if name == backbone.spec.name else original(name, device=device, revision=revision)
 
     model_zoo.load_backbone = load
     try:

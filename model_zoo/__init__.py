@@ -11,6 +11,7 @@ from model_zoo.loading import (
     ModelLoadError,
     load_backbone,
     resident_backbones,
+    resolve_commit,
     set_max_resident,
     unload_all,
 )
@@ -54,6 +55,7 @@ __all__ = [
     "load_backbone",
     "preprocess_video",
     "resident_backbones",
+    "resolve_commit",
     "set_max_resident",
     "unload_all",
     "variants",

@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import dataclasses
+import functools
 import gc
 import json
 import re
@@ -79,10 +80,13 @@ def tiny_backbone(spec: BackboneSpec, device: torch.device) -> Qwen3VLBackbone:
     return Qwen3VLBackbone(spec, model, tokenizer, preprocess=TINY_PREPROCESS)
 
 
+@functools.lru_cache(maxsize=256)
 def resolve_commit(hub_id: str, revision: str) -> str:
-    """The commit ``revision`` (a branch, tag or commit of ``hub_id``) names now: a commit as given, else the
+    """The commit ``revision`` (a branch, tag or commit of ``hub_id``) names: a commit as given, else the
     Hub's answer (one small file fetched), or offline the cache's ``refs/<revision>``, as huggingface_hub
-    resolves it. Raises what the hub raises when neither can say (``HUB_ERRORS``)."""
+    resolves it. Once per process: a server keeps the commit it resolved first (the one it loaded) until it
+    restarts (``resolve_commit.cache_clear()`` forgets). Raises what the hub raises when neither can say
+    (``HUB_ERRORS``)."""
     if COMMIT.fullmatch(revision):
         return revision
     return Path(snapshot_download(hub_id, revision=revision, allow_patterns=["config.json"])).name

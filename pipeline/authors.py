@@ -85,6 +85,11 @@ def keep_own_frames(
     report.kept = nearest_positions(prepared.frames.timestamps, frames.timestamps[kept])
 
 
+#: The options (``Settings.options_for``) that decide which weights an own-weights column loads: its
+#: ``Resident`` key, in the order its loader takes them (the commits are ``Settings.revisions``' pins).
+PINNED_WEIGHTS = ("checkpoint", "base_vlm", "revision", "base_revision")
+
+
 class Resident:
     """One loaded model, loaded by ``load(*key)`` on first use and replaced when another key is asked for."""
 

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import spaces  # before anything initialises CUDA (importing torch does not)
 
-from pipeline import cache, columns
+from pipeline import cache, columns, revisions
 from pipeline.events import Computed, Encoded, Event, Finished, MethodDone, MethodReport, Progress
 from pipeline.request import Job, Request
 from pipeline.video import PreparedVideo, check_question, is_url, prepare
@@ -101,7 +101,7 @@ def _compare(
             yield event
     reports: dict[str, MethodReport] = {}
     shared = dict(prepared.timings)
-    job = Job(prepared, question, request.settings)
+    job = Job(prepared, question, revisions.pin(request.settings))
     inputs = yield from columns.prepare_inputs(job, request.limits)  # CPU work before the GPU call
     for event in runner(dataclasses.replace(job, inputs=inputs)):
         if isinstance(event, MethodDone):
@@ -113,7 +113,7 @@ def _compare(
             keep_computed(event)
         yield event
     shared["total"] = time.perf_counter() - started  # the whole pipeline, as the run card records it
-    yield Finished(prepared, reports, shared)
+    yield Finished(prepared, reports, shared, job.settings)
 
 
 def keep_computed(event: Encoded | Computed) -> None:

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # the prepared video is only referenced here, never built
+    from pipeline.settings import Settings
     from pipeline.video import PreparedVideo
 
 
@@ -82,6 +83,7 @@ class Finished:
     prepared: PreparedVideo
     reports: dict[str, MethodReport]  # in column order
     shared_timings: dict  # seconds: fetch, probe (with fingerprint), decode, encode; total (the whole run)
+    settings: Settings | None = None  # what ran: the request's, each checkpoint pinned to its commit
 
 
 @dataclass

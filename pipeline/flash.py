@@ -33,7 +33,15 @@ from model_zoo.videochat_flash_frames import (
     SamplingRule,
     official_frame_indices,
 )
-from pipeline.authors import AuthorsRunner, OwnFrames, Resident, keep_own_frames, own_frames, sample_positions
+from pipeline.authors import (
+    PINNED_WEIGHTS,
+    AuthorsRunner,
+    OwnFrames,
+    Resident,
+    keep_own_frames,
+    own_frames,
+    sample_positions,
+)
 from pipeline.events import AnswerDelta, Event, MethodReport, Progress
 from pipeline.request import Job
 from pipeline.settings import SettingsError
@@ -47,17 +55,27 @@ def xcomp_options(layers: int = 28) -> vcf.XCompOptions:
     return vcf.XCompOptions(lp_schedule=tuple(lp_schedule(layers)), qc_layers=tuple(qc_layers(layers)))
 
 
-def _load_flash(checkpoint: str, base: str) -> vcf.VideoChatFlash:
-    return vcf.load_videochat_flash(checkpoint)
+def _load_flash(
+    checkpoint: str, base: str, revision: str | None, base_revision: str | None
+) -> vcf.VideoChatFlash:
+    return vcf.load_videochat_flash(checkpoint, revision=revision)
 
 
-def _load_xcomp(checkpoint: str | None, base: str) -> vcf.VideoChatFlash:
+def _load_xcomp(
+    checkpoint: str | None, base: str, revision: str | None, base_revision: str | None
+) -> vcf.VideoChatFlash:
     if not checkpoint:
         raise SettingsError(
             "XComp's weights are not on the Hub: the Space's maintainer mirrors them first (README, "
             "'The authors' own models'); this Space has none set."
         )
-    return vcf.load_xcomp(checkpoint, options=xcomp_options(), base=base)
+    return vcf.load_xcomp(
+        checkpoint,
+        options=xcomp_options(),
+        weights_revision=revision,
+        base=base,
+        base_revision=base_revision,
+    )
 
 
 def sample_flash_frames(prepared: PreparedVideo, rule: SamplingRule, limits: media.Limits) -> OwnFrames:
@@ -94,7 +112,7 @@ class FlashRunner(AuthorsRunner):
 
     def answer(self, report: MethodReport, job: Job, name: str, own: OwnFrames) -> Iterator[Event]:
         options = job.settings.options_for(name)
-        model = self.model(options["checkpoint"], options["base_vlm"])
+        model = self.model(*(options[k] for k in PINNED_WEIGHTS))
         t0 = time.perf_counter()
         with torch.inference_mode():
             run = model.run(

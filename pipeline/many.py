@@ -26,7 +26,7 @@ from pathlib import Path
 
 import spaces
 
-from pipeline import columns
+from pipeline import columns, revisions
 from pipeline.compare import MAX_GPU_SECONDS, keep_computed
 from pipeline.events import (
     AnswerDelta,
@@ -126,7 +126,7 @@ def _compare_many(
         else:
             yield event
     budgets = tuple(dict.fromkeys(request.budgets))
-    settings = dataclasses.replace(request.settings, budget=budgets[0])
+    settings = revisions.pin(dataclasses.replace(request.settings, budget=budgets[0]))
     reports: dict[tuple[int, int, str], MethodReport] = {}
     shared = dict(prepared.timings)
     job = ManyJob(prepared, asks, budgets, settings)

@@ -50,6 +50,7 @@ from model_zoo.tempo_official_frames import (
 )
 from pipeline.accounting import rounded
 from pipeline.authors import (
+    PINNED_WEIGHTS,
     AuthorsRunner,
     OwnFrames,
     Resident,
@@ -296,7 +297,11 @@ class TempoOfficialRunner(AuthorsRunner):
     tiny checkpoint)."""
 
     def __init__(self) -> None:
-        self.model = Resident(lambda checkpoint, base_vlm: load_tempo_official(checkpoint, base_vlm=base_vlm))
+        self.model = Resident(
+            lambda checkpoint, base_vlm, revision, base_revision: load_tempo_official(
+                checkpoint, revision=revision, base_vlm=base_vlm, base_revision=base_revision
+            )
+        )
 
     def prepare(self, job: Job, names: Sequence[str], limits: media.Limits) -> Iterator[Event]:
         """Each column's own frames (``OwnFrames``), decoded here, outside the GPU call; cached per video."""
@@ -314,7 +319,7 @@ class TempoOfficialRunner(AuthorsRunner):
 
     def answer(self, report: MethodReport, job: Job, name: str, own: OwnFrames) -> Iterator[Event]:
         options = job.settings.options_for(name)
-        model = self.model(options["checkpoint"], options["base_vlm"])
+        model = self.model(*(options[k] for k in PINNED_WEIGHTS))
         yield from _answer(report, model, job, own, options["visual_token_budget"])
 
 

@@ -57,14 +57,23 @@ def git_commit() -> str:
 
 
 def build(finished: Finished, question: str, settings: Settings) -> dict:
-    """The run card of a finished comparison (plain JSON types only)."""
+    """The run card of a finished comparison (plain JSON types only). Its settings are those the comparison
+    ran with (``finished.settings``, when it says), every checkpoint pinned to the commit it read
+    (``Settings.revisions``), so ``replay`` reads the same weights; ``backbone.commit`` repeats the
+    backbone's."""
+    settings = finished.settings or settings
     spec = model_zoo.get_backbone_spec(settings.backbone)
     prepared = finished.prepared
     return {
         "schema_version": SCHEMA_VERSION,
         "app": {"version": __version__, "git_commit": git_commit()},
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "backbone": {"name": spec.name, "hub_id": spec.hub_id, "revision": spec.revision},
+        "backbone": {
+            "name": spec.name,
+            "hub_id": spec.hub_id,
+            "revision": spec.revision,
+            "commit": settings.revisions.get(spec.hub_id),
+        },
         "settings": settings.to_dict(),
         "video": {
             "fingerprint": prepared.fingerprint,

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import ClassVar
@@ -32,6 +33,10 @@ class Settings:
     says, or the server's maintainer (``use_official_weights``); such a column takes only the options its
     registry entry offers as choices (``ColumnInfo.choices``: Tempo-6B's 4K or 8K budget).
 
+    ``revisions`` pins the commit of each checkpoint read ({hub id: 40-hex commit}); left empty, each is the
+    registry's revision resolved when the comparison starts (``pipeline.revisions.pin``), and the run card
+    records what it resolved to, so a replay reads the same weights.
+
     ``BOUNDS`` (a class attribute, never a field: no page value or run card can set it) are the page's; the
     evaluation checks its own settings against wider ones in a subclass (``evaluation.settings``).
     """
@@ -48,6 +53,7 @@ class Settings:
     seed: int = 0
     max_new_tokens: int = 64
     method_options: Mapping[str, Mapping[str, object]] = field(default_factory=dict)
+    revisions: Mapping[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         _check_backbone(self.backbone)
@@ -61,6 +67,7 @@ class Settings:
         if self.segment_frames % 2:
             raise SettingsError("The segment length must be an even number of frames, from 2 to 32.")
         _check_method_options(self.method_options)
+        object.__setattr__(self, "revisions", _checked_revisions(self.revisions))
 
     @classmethod
     def for_backbone(cls, backbone: str, **overrides) -> Settings:
@@ -80,7 +87,12 @@ class Settings:
             raise SettingsError(str(err)) from None
         options.update(self.method_options.get(method, {}))
         if column.own_variant:
-            return options | official_weights(column.own_variant)
+            weights = official_weights(column.own_variant)
+            pins = {
+                "revision": self.revisions.get(weights["checkpoint"]),
+                "base_revision": self.revisions.get(weights["base_vlm"]),
+            }
+            return options | weights | pins
         return options
 
     def sampling_key(self) -> tuple:
@@ -157,6 +169,24 @@ def _checked_methods(methods) -> tuple[str, ...]:
     if unknown:
         raise SettingsError(f"Unknown method {', '.join(unknown[:3])}; choose from {', '.join(COLUMNS)}.")
     return tuple(methods)
+
+
+#: A hub repo id (``org/name``) and a full commit id, as a run card may pin them.
+_HUB_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,95}/[A-Za-z0-9][A-Za-z0-9._-]{0,95}")
+_COMMIT = re.compile(r"[0-9a-f]{40}")
+MAX_PINS = 8
+
+
+def _checked_revisions(revisions) -> dict[str, str]:
+    """``revisions`` as a plain dict; SettingsError unless it maps at most ``MAX_PINS`` hub ids to commits."""
+    if not isinstance(revisions, Mapping) or len(revisions) > MAX_PINS:
+        raise SettingsError(f"Revisions must map at most {MAX_PINS} hub ids to their commits.")
+    for hub_id, commit in revisions.items():
+        if not isinstance(hub_id, str) or not _HUB_ID.fullmatch(hub_id):
+            raise SettingsError("A pinned revision must name a hub repo as org/name.")
+        if not isinstance(commit, str) or not _COMMIT.fullmatch(commit):
+            raise SettingsError(f"The revision of {hub_id} must be a full 40-character commit id.")
+    return dict(revisions)
 
 
 def _check_method_options(method_options) -> None:

@@ -102,7 +102,8 @@ class SharedBackboneRunner:
 
     def _start(self, prepared: PreparedVideo, settings: Settings) -> Iterator[Event]:
         """Load the backbone and encode the video once (from the token cache when it is there)."""
-        backbone = model_zoo.load_backbone(settings.backbone)
+        hub_id = model_zoo.get_backbone_spec(settings.backbone).hub_id
+        backbone = model_zoo.load_backbone(settings.backbone, revision=settings.revisions.get(hub_id))
         yield Progress("encode", 0.15, f"Encoding {prepared.real_frames} frames once for every method…")
         t0 = time.perf_counter()
         key = video_key(backbone, prepared, settings)
@@ -160,8 +161,16 @@ def token_batches(items: list[Compressed]) -> Iterator[list[Compressed]]:
 
 
 def video_key(backbone, prepared: PreparedVideo, settings: Settings) -> tuple:
-    """What decides the encoded tokens: the video, its sampling, the backbone and the dtype it runs in."""
-    return (prepared.fingerprint, settings.sampling_key(), settings.backbone, str(backbone.dtype))
+    """What decides the encoded tokens: the video, its sampling, the backbone (and the commit of its weights)
+    and the dtype it runs in."""
+    spec = backbone.spec
+    return (
+        prepared.fingerprint,
+        settings.sampling_key(),
+        settings.backbone,
+        spec.revision,
+        str(backbone.dtype),
+    )
 
 
 def encode(backbone, prepared: PreparedVideo, key: tuple):

@@ -61,10 +61,10 @@ def tiny_models(weights, monkeypatch):
     use_official_weights(XCOMP, checkpoint=xcomp, base_vlm=base)
     options = vcf.XCompOptions(lp_schedule=tuple(lp_schedule(LAYERS)), qc_layers=tuple(qc_layers(LAYERS)))
 
-    def load_flash(checkpoint, base_vlm):
+    def load_flash(checkpoint, base_vlm, revision, base_revision):
         return vcf.load_videochat_flash(checkpoint, device="cpu", vision=TINY_UMT)  # noqa: E731
 
-    def load_xcomp(checkpoint, base_vlm):
+    def load_xcomp(checkpoint, base_vlm, revision, base_revision):
         return vcf.load_xcomp(checkpoint, base=base_vlm, options=options, device="cpu", vision=TINY_UMT)
 
     monkeypatch.setattr(flash.VIDEOCHAT, "model", Resident(load_flash))

@@ -185,19 +185,21 @@ def test_only_the_server_points_the_official_column_at_other_weights(tmp_path, m
 
 
 def test_a_replayed_card_loads_the_registry_weights_not_the_cards(tmp_path, monkeypatch):
+    """The card's commits pin the registry's repos only: a pin of any other repo reads nothing."""
     asked = []
 
-    def refuse_to_load(checkpoint, base_vlm):
-        asked.append((checkpoint, base_vlm))
+    def refuse_to_load(checkpoint, base_vlm, revision, base_revision):
+        asked.append((checkpoint, base_vlm, revision))
         raise OSError("no hub here")
 
     monkeypatch.setattr(official.RUNNER, "model", refuse_to_load)
     clip = make_clip(tmp_path / "clip.mp4", seconds=2, fps=4, size=(64, 48))
     card = _with_weights("attacker/any-repo")
-    card["settings"] |= {"methods": [OFFICIAL], "max_frames": 4, "max_new_tokens": 1}
+    pins = {"Vision-CAIR/Tempo-6B": "d" * 40, "attacker/any-repo": "e" * 40}
+    card["settings"] |= {"methods": [OFFICIAL], "max_frames": 4, "max_new_tokens": 1, "revisions": pins}
     card["video"]["fingerprint"] = media.fingerprint(clip)
     events = list(runcard.replay(runcard.load(json.dumps(card)), video=clip))
-    assert asked == [("Vision-CAIR/Tempo-6B", "Qwen/Qwen3-VL-2B-Instruct")]
+    assert asked == [("Vision-CAIR/Tempo-6B", "Qwen/Qwen3-VL-2B-Instruct", "d" * 40)]
     assert events[-1].reports[OFFICIAL].error
 
 
