@@ -1,8 +1,11 @@
 """A short MP4 of the moments a method kept, for a reviewer to watch what it looked at.
 
-Frames are decoded with our own sampler (PyAV: rotation right, truncated files honest, limits enforced)
-and written with moviepy's ffmpeg writer, streamed one frame at a time so memory stays flat. moviepy's own
-reader is not used: with the bundled ffmpeg it squashes rotated videos and repeats frames of truncated ones.
+The clip is assembled with moviepy's clip API: the source as one ``VideoClip`` whose frames our own sampler
+decodes (PyAV: rotation right, truncated files honest, limits enforced), cut around each moment with
+``subclipped``, the moment's timestamp overlaid as a ``TextClip`` (``CompositeVideoClip``), the cuts joined
+by ``concatenate_videoclips`` and written by ``write_videofile`` (H.264, frames streamed one at a time, so
+memory holds one moment's frames). moviepy's own reader is not used: with the bundled ffmpeg it squashes
+rotated videos and repeats frames of truncated ones.
 """
 
 from __future__ import annotations
@@ -13,7 +16,6 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageDraw, ImageFont
 
 from .container import Deadline, PathLike
 from .errors import CorruptVideoError, duration_text
@@ -29,24 +31,6 @@ MAX_OUTPUT_FPS = 15.0
 def _even(size: tuple[int, int]) -> tuple[int, int]:
     """H.264 in yuv420p needs even sides."""
     return max(2, size[0] // 2 * 2), max(2, size[1] // 2 * 2)
-
-
-def _window_positions(times: np.ndarray, centre: float, window_s: float, fps: float) -> list[int]:
-    """Source frame shown at each output tick of the window [centre - window_s/2, centre + window_s/2)."""
-    ticks = max(1, round(window_s * fps))
-    starts = centre - window_s / 2 + (np.arange(ticks) + 0.5) / fps
-    return [max(0, int(np.searchsorted(times, t, side="right")) - 1) for t in starts]
-
-
-def _caption(img: np.ndarray, text: str) -> np.ndarray:
-    """Burn `text` into the top-left corner of an [H, W, 3] uint8 frame, on a dark box."""
-    picture = Image.fromarray(img)
-    draw = ImageDraw.Draw(picture)
-    font = ImageFont.load_default(size=max(10, img.shape[0] // 18))
-    left, top, right, bottom = draw.textbbox((4, 4), text, font=font)
-    draw.rectangle((0, 0, right + 4, bottom + 4), fill=(0, 0, 0))
-    draw.text((4, 4), text, fill=(255, 255, 255), font=font)
-    return np.asarray(picture)
 
 
 def _moment_frames(path: PathLike, info: VideoInfo, index, positions: list[int], size, deadline):
@@ -87,23 +71,63 @@ def export_moments(
     window_s = min(max(window_s, 1e-3), MAX_WINDOW_S)
     fps = min(info.fps, MAX_OUTPUT_FPS)
     size = _even(output_size(info, max_side))
+    ticks = max(1, round(window_s * fps))
+    source = SourceFrames(path, info, index, size, deadline, fps=fps, ticks=ticks, pad=window_s)
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
-    _write(out_path, size, fps, _moment_images(path, info, index, moments, window_s, fps, size, deadline))
+    _write(out_path, _assemble(source, moments, ticks / fps, info.duration), fps)
     return out_path
 
 
-def _moment_images(path, info, index, moments, window_s, fps, size, deadline):
-    """Captioned frames of every moment, in order, one at a time."""
-    times = index.times
+class SourceFrames:
+    """The source's frames as a function of time, for a moviepy ``VideoClip``: the frame showing at ``t``
+    seconds, ``t`` counted from ``pad`` seconds before the video starts (a cut may reach past either end and
+    hold the first or last frame there). A time outside the frames decoded last decodes, in one pass, the frames
+    of the ``ticks`` output frames from there on and keeps only those: one moment's frames in memory."""
+
+    def __init__(self, path, info: VideoInfo, index, size, deadline, *, fps: float, ticks: int, pad: float):
+        self.path, self.info, self.index, self.size, self.deadline = path, info, index, size, deadline
+        self.fps, self.ticks, self.pad = fps, ticks, pad
+        self.frames: dict[int, np.ndarray] = {}
+
+    def position(self, seconds: float) -> int:
+        """The source frame showing at ``seconds`` (the first before the start, the last past the end)."""
+        return max(0, int(np.searchsorted(self.index.times, seconds, side="right")) - 1)
+
+    def __call__(self, t: float) -> np.ndarray:
+        seconds = t - self.pad + 0.5 / self.fps  # the middle of the output frame's tick
+        position = self.position(seconds)
+        if not self.frames or not min(self.frames) <= position <= max(self.frames):
+            positions = [self.position(seconds + k / self.fps) for k in range(self.ticks)]
+            self.frames = _moment_frames(
+                self.path, self.info, self.index, positions, self.size, self.deadline
+            )
+        img = _held(self.frames, position)
+        if img is None:
+            raise CorruptVideoError()
+        return img
+
+
+def _assemble(source: SourceFrames, moments: list[float], length: float, duration: float):
+    """One moviepy clip: per moment, the cut of ``length`` seconds centred on it, captioned, in order."""
+    from moviepy import CompositeVideoClip, TextClip, VideoClip, concatenate_videoclips
+
+    video = VideoClip(frame_function=source, duration=duration + 2 * source.pad)
+    height = video.size[1]
+    cuts = []
     for number, centre in enumerate(moments, start=1):
-        positions = _window_positions(times, centre, window_s, fps)
-        frames = _moment_frames(path, info, index, positions, size, deadline)
-        caption = f"{_clock(centre)} - moment {number}/{len(moments)}"
-        for position in positions:
-            img = _held(frames, position)
-            if img is not None:
-                yield _caption(img, caption)
+        start = source.pad + centre - length / 2
+        caption = TextClip(
+            text=f"{_clock(centre)} - moment {number}/{len(moments)}",
+            font_size=max(10, height // 18),
+            color="white",
+            bg_color="black",
+            margin=(4, 4),
+            transparent=False,  # an opaque box: pasted, not alpha-blended, on every frame
+            duration=length,
+        ).with_position(("left", "top"))
+        cuts.append(CompositeVideoClip([video.subclipped(start, start + length), caption], use_bgclip=True))
+    return concatenate_videoclips(cuts, method="chain")
 
 
 def _clock(seconds: float) -> str:
@@ -113,29 +137,22 @@ def _clock(seconds: float) -> str:
     return f"{int(minutes)}:{secs:04.1f}"
 
 
-def _write(out_path: Path, size: tuple[int, int], fps: float, images) -> None:
-    """Stream frames to an MP4 through moviepy's ffmpeg writer; written under a temporary name first."""
-    from moviepy.video.io.ffmpeg_writer import FFMPEG_VideoWriter
-
+def _write(out_path: Path, clip, fps: float) -> None:
+    """Write ``clip`` as an H.264 MP4 (yuv420p, faststart) through moviepy, under a temporary name first."""
     with tempfile.NamedTemporaryFile(suffix=".mp4", dir=out_path.parent, delete=False) as tmp:
         partial = Path(tmp.name)
-    writer = FFMPEG_VideoWriter(
-        str(partial),
-        size,
-        max(1.0, math.floor(fps * 100) / 100),
-        codec="libx264",
-        preset="ultrafast",
-        ffmpeg_params=["-pix_fmt", "yuv420p", "-movflags", "+faststart"],
-    )
-    written = 0
     try:
-        for img in images:
-            writer.write_frame(img)
-            written += 1
-        writer.close()
-        if written == 0:
-            raise CorruptVideoError()
+        clip.write_videofile(
+            str(partial),
+            fps=max(1.0, math.floor(fps * 100) / 100),
+            codec="libx264",
+            preset="ultrafast",
+            audio=False,
+            pixel_format="yuv420p",
+            ffmpeg_params=["-movflags", "+faststart"],
+            logger=None,
+        )
         partial.replace(out_path)
     finally:
-        writer.close()
+        clip.close()
         partial.unlink(missing_ok=True)
