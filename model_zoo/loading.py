@@ -3,7 +3,8 @@ goes first, and its GPU memory is given back).
 
 Real checkpoints load by hub id through transformers' own classes (no remote code):
 ``AutoModelForImageTextToText`` (a ``Qwen3VLForConditionalGeneration``), ``AutoTokenizer``, and the
-checkpoint's ``video_preprocessor_config.json`` for resizing and normalisation; bf16 on CUDA, fp32 on CPU,
+checkpoint's ``video_preprocessor_config.json`` for resizing and normalisation (its own
+``AutoVideoProcessor`` prepares the frames where torchvision works, our port elsewhere); bf16 on CUDA, fp32 on CPU,
 sdpa attention. The revision asked for (the registry's, or a run card's commit) is first resolved to its
 commit (``resolve_commit``) and every file is read at that commit, so a branch that moves during a load
 cannot mix two versions; the loaded backbone's ``spec.revision`` is that commit, which the run card records.
@@ -32,7 +33,7 @@ import torch
 from huggingface_hub import hf_hub_download, snapshot_download
 from huggingface_hub.errors import EntryNotFoundError, RemoteEntryNotFoundError
 
-from model_zoo.preprocess import VideoPreprocessConfig
+from model_zoo.preprocess import VideoPreprocessConfig, torchvision_available
 from model_zoo.qwen3_vl import Qwen3VLBackbone
 from model_zoo.tiny import TINY_PREPROCESS, build_tiny
 from model_zoo.variants import TINY, BackboneSpec, get_backbone_spec
@@ -101,6 +102,18 @@ def fetch_preprocess_config(spec: BackboneSpec) -> VideoPreprocessConfig:
     return VideoPreprocessConfig.from_json(path)
 
 
+def library_video_processor(spec: BackboneSpec):
+    """The checkpoint's own video processor (``AutoVideoProcessor``) where torchvision works here (on a Space),
+    else None: our port (``model_zoo.preprocess.preprocess_video``) prepares the frames then."""
+    if not torchvision_available():
+        return None
+    from transformers.models.auto.video_processing_auto import (
+        AutoVideoProcessor,
+    )  # the package name is a stub without torchvision
+
+    return AutoVideoProcessor.from_pretrained(spec.hub_id, revision=spec.revision)
+
+
 def ensure_chat_template(tokenizer, spec: BackboneSpec) -> None:
     """Qwen3-VL keeps its chat template beside the processor; give it to the tokenizer when it lacks one."""
     if tokenizer.chat_template:
@@ -122,6 +135,7 @@ def hub_backbone(spec: BackboneSpec, device: torch.device, revision: str | None 
     try:
         spec = dataclasses.replace(spec, revision=resolve_commit(spec.hub_id, asked))
         preprocess = fetch_preprocess_config(spec)
+        video_processor = library_video_processor(spec)
         tokenizer = AutoTokenizer.from_pretrained(spec.hub_id, revision=spec.revision)
         ensure_chat_template(tokenizer, spec)
         model = AutoModelForImageTextToText.from_pretrained(
@@ -140,7 +154,9 @@ def hub_backbone(spec: BackboneSpec, device: torch.device, revision: str | None 
         raise ModelLoadError(
             f"{spec.hub_id} loaded as {type(model).__name__}, not Qwen3VLForConditionalGeneration."
         )
-    return Qwen3VLBackbone(spec, model.eval(), tokenizer, preprocess=preprocess)
+    return Qwen3VLBackbone(
+        spec, model.eval(), tokenizer, preprocess=preprocess, video_processor=video_processor
+    )
 
 
 def build_backbone(spec: BackboneSpec, device: torch.device, revision: str | None = None) -> Qwen3VLBackbone:

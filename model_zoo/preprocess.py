@@ -1,6 +1,9 @@
-"""Qwen3-VL video preprocessing, done by us (transformers' video processors need torchvision).
+"""Qwen3-VL video preprocessing: the checkpoint's own video processor where torchvision imports (on a Space),
+else our port (transformers' video processors need torchvision; the CPU wheels here have none that works).
 
-Frames in, ``pixel_values_videos`` and ``video_grid_thw`` out, laid out exactly as transformers 5.23 lays
+``library_preprocess`` runs the library's processor (``AutoVideoProcessor``, a ``Qwen3VLVideoProcessor``) on
+the frames as sampled. ``preprocess_video`` is the port:
+frames in, ``pixel_values_videos`` and ``video_grid_thw`` out, laid out exactly as transformers 5.23 lays
 them out (``models/qwen3_vl/video_processing_qwen3_vl.py``: ``smart_resize``, ``resize`` with the per-frame
 pixel cap, ``patchify``), with the per-group timestamps the processor writes into the prompt
 (``processing_qwen3_vl.py``: ``_calculate_timestamps``, the mean of a group's two frame times).
@@ -251,6 +254,47 @@ def preprocess_video(
         video_grid_thw=torch.tensor([grid], dtype=torch.long),
         group_times=group_timestamps(padded_times, frames_per_group=tp),
         frame_size=size,
+        num_frames=len(frames),
+        padded=pad,
+    )
+
+
+def torchvision_available() -> bool:
+    """Whether torchvision imports here and works with this torch (a build for another torch fails on
+    import): what transformers' video processors need."""
+    try:
+        import torchvision.transforms.v2.functional  # noqa: F401
+    except Exception:  # not installed, or built against another torch (RuntimeError on import)
+        return False
+    return True
+
+
+def library_preprocess(
+    processor, frames: np.ndarray, timestamps: Sequence[float], config: VideoPreprocessConfig
+) -> VideoInputs:
+    """``preprocess_video`` done by the checkpoint's own video processor (transformers' ``Qwen3VLVideoProcessor``):
+    the frames as sampled (``do_sample_frames=False``), the per-frame pixel cap as ``config`` says; group
+    times computed as ``preprocess_video`` computes them. Fewer frames than a temporal patch (which the
+    library refuses) go through ``preprocess_video``."""
+    check_frames(frames, timestamps)
+    tp = int(processor.temporal_patch_size)
+    if len(frames) < tp:
+        return preprocess_video(frames, timestamps, config)
+    out = processor(
+        videos=[frames],
+        do_sample_frames=False,
+        cap_pixels_per_frame=config.cap_pixels_per_frame,
+        return_tensors="pt",
+    )
+    grid = out["video_grid_thw"].long()
+    pad = -len(frames) % tp
+    times = [float(t) for t in timestamps] + [float(timestamps[-1])] * pad
+    patch = int(processor.patch_size)
+    return VideoInputs(
+        pixel_values_videos=out["pixel_values_videos"].float(),
+        video_grid_thw=grid,
+        group_times=group_timestamps(times, frames_per_group=tp),
+        frame_size=(int(grid[0, 1]) * patch, int(grid[0, 2]) * patch),
         num_frames=len(frames),
         padded=pad,
     )

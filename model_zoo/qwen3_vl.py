@@ -29,7 +29,7 @@ import torch
 from model_zoo import engine, engine_probe
 from model_zoo.engine_layers import EngineError, KeepRule, supports_masks
 from model_zoo.generation import BatchGeneration, Generation, GenerationRequest, PrefixStore
-from model_zoo.preprocess import VideoInputs, VideoPreprocessConfig, preprocess_video
+from model_zoo.preprocess import VideoInputs, VideoPreprocessConfig, library_preprocess, preprocess_video
 from model_zoo.prompt import PromptLayout, SpecialIds, VisualSegmentLike, build_layout, encode_text
 from model_zoo.variants import BackboneSpec
 
@@ -87,11 +87,13 @@ class Qwen3VLBackbone:
         *,
         preprocess: VideoPreprocessConfig,
         outer_vision_tokens: bool = False,
+        video_processor=None,
     ) -> None:
         self.spec = spec
         self.model = model
         self.tokenizer = tokenizer
         self.preprocess = preprocess
+        self.video_processor = video_processor
         self.outer_vision_tokens = outer_vision_tokens
         config = model.config
         self.num_layers: int = config.text_config.num_hidden_layers
@@ -147,7 +149,11 @@ class Qwen3VLBackbone:
         *,
         preprocess: VideoPreprocessConfig | None = None,
     ) -> VideoInputs:
-        """Frames → ``pixel_values_videos`` / ``video_grid_thw`` / group times (``model_zoo.preprocess``)."""
+        """Frames → ``pixel_values_videos`` / ``video_grid_thw`` / group times (``model_zoo.preprocess``): the
+        checkpoint's own video processor when it was loaded (``video_processor``, where torchvision works) and
+        no other ``preprocess`` is asked for, else our port."""
+        if preprocess is None and self.video_processor is not None:
+            return library_preprocess(self.video_processor, frames, timestamps, self.preprocess)
         return preprocess_video(frames, timestamps, preprocess or self.preprocess)
 
     @torch.inference_mode()

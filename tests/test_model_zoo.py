@@ -9,12 +9,14 @@ import time
 from pathlib import Path
 
 import huggingface_hub.constants
+import numpy as np
 import pytest
 import torch
 
 import model_zoo
 from compressors.base import BackboneHooks
 from model_zoo import loading
+from model_zoo.preprocess import preprocess_video
 from model_zoo.tiny import build_tiny, build_tokenizer
 from model_zoo.variants import METHOD_OPTIONS, TINY
 from tests import hubcache
@@ -224,6 +226,51 @@ def test_a_checkpoint_loads_through_the_hub_path_at_the_commit_its_branch_names(
     )
     assert eng_attention(backbone) == "sdpa"
     assert (backbone.preprocess.min_pixels, backbone.preprocess.max_pixels) == (4096, 65536)
+
+
+class _LibraryProcessor:
+    """Stands in for the checkpoint's ``Qwen3VLVideoProcessor`` (no torchvision here): answers as the library
+    does (``pixel_values_videos``, ``video_grid_thw``) from our port, and records how it was called."""
+
+    patch_size, temporal_patch_size = 16, 2
+
+    def __init__(self, config):
+        self.config, self.calls = config, []
+
+    def __call__(self, videos, **kwargs):
+        self.calls.append(kwargs)
+        out = preprocess_video(videos[0], list(range(len(videos[0]))), self.config)
+        return {"pixel_values_videos": out.pixel_values_videos + 1, "video_grid_thw": out.video_grid_thw}
+
+
+def test_the_checkpoints_own_video_processor_prepares_frames_where_torchvision_works(tmp_path, monkeypatch):
+    spec = fake_hub_spec(monkeypatch, tmp_path)
+    frames = np.random.default_rng(0).integers(0, 256, (6, 64, 96, 3), dtype=np.uint8)
+    times = [0.5 * i for i in range(6)]
+    without = loading.build_backbone(spec, torch.device("cpu"))
+    assert without.video_processor is None  # torchvision does not import here: our port
+    ours = without.preprocess_frames(frames, times)
+
+    from transformers.models.auto.video_processing_auto import (
+        AutoVideoProcessor,
+    )  # the package name is a stub without torchvision
+
+    loaded = []
+
+    def from_pretrained(hub_id, *, revision):
+        loaded.append((hub_id, revision))
+        return _LibraryProcessor(without.preprocess)
+
+    monkeypatch.setattr(loading, "torchvision_available", lambda: True)
+    monkeypatch.setattr(AutoVideoProcessor, "from_pretrained", from_pretrained)
+    backbone = loading.build_backbone(spec, torch.device("cpu"))
+    assert loaded == [("org/tiny-vl", COMMIT_B)]
+    theirs = backbone.preprocess_frames(frames, times)
+    assert backbone.video_processor.calls == [
+        {"do_sample_frames": False, "cap_pixels_per_frame": True, "return_tensors": "pt"}
+    ]
+    assert torch.equal(theirs.pixel_values_videos, ours.pixel_values_videos + 1)  # the library's, not ours
+    assert torch.equal(theirs.group_times, ours.group_times) and theirs.frame_size == ours.frame_size
 
 
 def _refuse_move(self, *args, **kwargs):

@@ -13,8 +13,10 @@ from model_zoo.preprocess import (
     PreprocessError,
     VideoPreprocessConfig,
     clip_pixel_bounds,
+    library_preprocess,
     preprocess_video,
     smart_resize,
+    torchvision_available,
 )
 
 # Imported by path: the package's lazy attribute is a torchvision-gated placeholder, the module itself is not.
@@ -153,3 +155,40 @@ def test_config_reads_the_checkpoint_json_keys():
 def test_bad_frames_raise_a_clear_error(frames, times):
     with pytest.raises(PreprocessError):
         preprocess_video(frames, times, CONFIG)
+
+
+def moving_video(num_frames: int, height: int = 180, width: int = 320) -> np.ndarray:
+    """[T, H, W, 3] uint8: a colour gradient with a bright square crossing it, a few pixels a frame."""
+    rows, cols = np.mgrid[0:height, 0:width]
+    frames = []
+    for i in range(num_frames):
+        img = np.stack([cols * 255 // width, rows * 255 // height, (cols + rows) % 256], axis=-1)
+        x = 8 + 23 * i
+        img[40:90, x : x + 50] = (250, 240, 20)
+        frames.append(img.astype(np.uint8))
+    return np.stack(frames)
+
+
+@pytest.mark.skipif(
+    not torchvision_available(),
+    reason="transformers' video processors need torchvision (a Space has it; the CPU wheels here have none)",
+)
+@pytest.mark.parametrize("num_frames", [8, 9])
+def test_the_checkpoints_own_video_processor_and_our_port_agree_on_moving_video(num_frames):
+    """Where torchvision works, the library's Qwen3VLVideoProcessor prepares the frames (issue 16.3); our port
+    stands in elsewhere. Same grid, sizes, padding and group times; pixels within the two resize kernels'
+    rounding (torchvision's antialiased bicubic on tensors vs PIL's), in uint8 levels."""
+    processor = library_video.Qwen3VLVideoProcessor(
+        size={"shortest_edge": CONFIG.min_pixels, "longest_edge": CONFIG.max_pixels},
+        max_video_tokens=CONFIG.max_frame_tokens,
+        image_mean=list(CONFIG.image_mean),
+        image_std=list(CONFIG.image_std),
+    )
+    frames, times = moving_video(num_frames), [0.5 * i for i in range(num_frames)]
+    ours = preprocess_video(frames, times, CONFIG)
+    theirs = library_preprocess(processor, frames, times, CONFIG)
+    assert torch.equal(theirs.video_grid_thw, ours.video_grid_thw)
+    assert (theirs.frame_size, theirs.padded, theirs.num_frames) == (ours.frame_size, ours.padded, num_frames)
+    assert torch.equal(theirs.group_times, ours.group_times)
+    levels = (theirs.pixel_values_videos - ours.pixel_values_videos).abs() * 255 * CONFIG.image_std[0]
+    assert levels.mean() < 1.0 and torch.quantile(levels.flatten(), 0.999) <= 3
