@@ -23,7 +23,7 @@ from ui.page import Page
 from ui.scratch import remove_on_sigterm
 
 ROOT = Path(__file__).parent
-DEFAULT_BACKBONE = "qwen3vl-2b" if torch.cuda.is_available() else model_zoo.TINY
+DEFAULT_BACKBONE = model_zoo.GPU_DEFAULT if torch.cuda.is_available() else model_zoo.TINY
 
 
 def examples() -> list[list]:
@@ -81,8 +81,8 @@ def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, AppSe
 def main(argv: list[str] | None = None) -> None:
     args, settings = parse_args(argv)
     print("Limits: " + ", ".join(f"{flag} {value}" for flag, value, _ in settings.rows()), flush=True)
-    if spaces.config.Config.zero_gpu:  # ZeroGPU wants models placed at start-up, outside GPU functions
-        model_zoo.load_backbone(args.backbone)
+    if spaces.config.Config.zero_gpu:  # ZeroGPU: models placed at start-up, the page offers only those
+        model_zoo.place_backbones([args.backbone])
     remove_on_sigterm()  # a Space is stopped with SIGTERM: scratch folders go then too
     launch(settings, backbone=args.backbone, host=args.host, port=args.port)
 

@@ -10,8 +10,11 @@ from model_zoo.engine_layers import EngineError, KeepRule
 from model_zoo.loading import (
     ModelLoadError,
     load_backbone,
+    place_backbones,
     resident_backbones,
     resolve_commit,
+    serve_all,
+    served_backbones,
     set_max_resident,
     unload_all,
 )
@@ -19,6 +22,7 @@ from model_zoo.preprocess import PreprocessError, VideoInputs, VideoPreprocessCo
 from model_zoo.prompt import PromptError, VisualSegmentLike
 from model_zoo.qwen3_vl import Generation, Qwen3VLBackbone, VisualTokens
 from model_zoo.variants import (
+    GPU_DEFAULT,
     TINY,
     BackboneSpec,
     UnknownNameError,
@@ -32,6 +36,7 @@ from model_zoo.variants import (
 )
 
 __all__ = [
+    "GPU_DEFAULT",
     "TINY",
     "BackboneSpec",
     "EngineError",
@@ -54,8 +59,11 @@ __all__ = [
     "list_variants",
     "load_backbone",
     "preprocess_video",
+    "place_backbones",
     "resident_backbones",
     "resolve_commit",
+    "serve_all",
+    "served_backbones",
     "set_max_resident",
     "unload_all",
     "variants",

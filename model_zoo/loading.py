@@ -26,7 +26,7 @@ import json
 import re
 import threading
 from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import torch
@@ -36,7 +36,7 @@ from huggingface_hub.errors import EntryNotFoundError, RemoteEntryNotFoundError
 from model_zoo.preprocess import VideoPreprocessConfig, torchvision_available
 from model_zoo.qwen3_vl import Qwen3VLBackbone
 from model_zoo.tiny import TINY_PREPROCESS, build_tiny
-from model_zoo.variants import TINY, BackboneSpec, get_backbone_spec
+from model_zoo.variants import TINY, BackboneSpec, get_backbone_spec, list_backbones
 
 #: What the hub raises when files cannot be had: offline mode, missing cache, network, gated or missing repo
 #: or revision (all OSError subclasses in huggingface_hub 1.x/2.x, plus EntryNotFoundError).
@@ -107,9 +107,8 @@ def library_video_processor(spec: BackboneSpec):
     else None: our port (``model_zoo.preprocess.preprocess_video``) prepares the frames then."""
     if not torchvision_available():
         return None
-    from transformers.models.auto.video_processing_auto import (
-        AutoVideoProcessor,
-    )  # the package name is a stub without torchvision
+    # transformers' top-level AutoVideoProcessor is a placeholder that raises without torchvision
+    from transformers.models.auto.video_processing_auto import AutoVideoProcessor
 
     return AutoVideoProcessor.from_pretrained(spec.hub_id, revision=spec.revision)
 
@@ -194,6 +193,11 @@ class BackboneCache:
             if key is not None:
                 self._resident.move_to_end(key)
                 return self._resident[key]
+            if _SERVED is not None:
+                raise ModelLoadError(
+                    f"This server answers only with the backbones it placed at start-up "
+                    f"({', '.join(_SERVED)}), so it does not load {name!r} at {asked} now."
+                )
             # Make room first, so that the new weights never sit beside more than max_resident - 1 others.
             self.shrink(self.max_resident - 1)
             backbone = build_backbone(spec, where, revision)
@@ -230,6 +234,10 @@ class BackboneCache:
 
 _CACHE = BackboneCache(max_resident=1)
 
+#: The backbones this process serves, by name, with the commit each was placed at (``place_backbones``);
+#: None: every registered backbone, loaded on first use.
+_SERVED: dict[str, str] | None = None
+
 
 def load_backbone(
     name: str, *, device: str | torch.device | None = None, revision: str | None = None
@@ -260,3 +268,25 @@ def resident_backbones() -> list[tuple[str, str]]:
 def unload_all() -> None:
     """Evict every loaded backbone."""
     _CACHE.shrink(0)
+
+
+def place_backbones(names: Sequence[str], *, device: str | torch.device | None = None) -> None:
+    """Load ``names`` now and answer only with them from here on: ZeroGPU's rule (models placed at start-up,
+    outside any GPU call; a GPU call then never loads weights). Room is made for all of them at once; each
+    stays at the commit it resolved to now. Asking for another backbone, or another commit, is then a
+    ``ModelLoadError`` here and a ``SettingsError`` in ``pipeline.settings`` before any work."""
+    global _SERVED
+    set_max_resident(max(_CACHE.max_resident, len(names)))
+    _SERVED = {name: load_backbone(name, device=device).spec.revision for name in names}
+
+
+def served_backbones() -> dict[str, str | None]:
+    """{name: commit} of the backbones this process answers with: those placed at start-up, else every
+    registered one (commit None: resolved when it loads)."""
+    return dict(_SERVED) if _SERVED is not None else dict.fromkeys(list_backbones())
+
+
+def serve_all() -> None:
+    """Answer with every registered backbone again, each loaded on first use (undoes ``place_backbones``)."""
+    global _SERVED
+    _SERVED = None

@@ -13,6 +13,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 TINY = "tiny-random"
+#: The backbone a GPU server (the Space) answers with unless told otherwise: ``app.py`` places it at start-up
+#: and the README's ``preload_from_hub`` fetches its files when the Space is built.
+GPU_DEFAULT = "qwen3vl-2b"
 
 #: Options of each method, as keyword arguments of its compressor (``compressors.build(method, **options)``),
 #: with the values METHODS.md gives.

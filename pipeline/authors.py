@@ -89,12 +89,21 @@ def keep_own_frames(
 #: ``Resident`` key, in the order its loader takes them (the commits are ``Settings.revisions``' pins).
 PINNED_WEIGHTS = ("checkpoint", "base_vlm", "revision", "base_revision")
 
+#: Seconds a GPU call asks ZeroGPU for on top when a column's model is not loaded in this process (it then
+#: loads inside the call; on ZeroGPU the worker's copy is invisible from here, so this is asked every time):
+#: a guess for reading a 2-6B bf16 checkpoint (4-12 GB) from the Space's disk and building it, not measured.
+LOAD_SECONDS = 60.0
+
 
 class Resident:
     """One loaded model, loaded by ``load(*key)`` on first use and replaced when another key is asked for."""
 
     def __init__(self, load: Callable) -> None:
         self.load, self._held = load, None
+
+    def holds(self, key: tuple) -> bool:
+        """Whether the model loaded for ``key`` is the one held (a call with it loads nothing)."""
+        return self._held is not None and self._held[0] == key
 
     def __call__(self, *key):
         if self._held is None or self._held[0] != key:
@@ -110,6 +119,11 @@ class AuthorsRunner:
 
     def prepare(self, job: Job, names: Sequence[str], limits: media.Limits) -> Iterator[Event]:
         raise NotImplementedError
+
+    def load_seconds(self, job: Job, names: Sequence[str]) -> float:
+        """``LOAD_SECONDS`` for each column whose weights (``PINNED_WEIGHTS``) are not the held model's."""
+        keys = [tuple(job.settings.options_for(name)[k] for k in PINNED_WEIGHTS) for name in names]
+        return sum(0.0 if self.model.holds(key) else LOAD_SECONDS for key in keys)
 
     def answer(self, report: MethodReport, job: Job, name: str, own: OwnFrames) -> Iterator[Event]:
         raise NotImplementedError

@@ -103,12 +103,14 @@ class FlashRunner(AuthorsRunner):
         return dict.fromkeys(names, own)
 
     def gpu_seconds(self, job: Job, names: Sequence[str]) -> float:
-        """Per column: encoding its frames (its own when prepared, else the rule's count) and the answer."""
+        """Per column: loading its model when it is not held (``load_seconds``), encoding its frames (its own
+        when prepared, else the rule's count) and the answer."""
         guess = min(
             self.rule.max_frames, max(self.rule.min_frames, round(self.rule.fps * job.prepared.info.duration))
         )
         frames = [len(own) if isinstance(own := job.inputs.get(n), OwnFrames) else guess for n in names]
-        return sum(6 + count * 0.03 + job.settings.max_new_tokens * 0.05 for count in frames)
+        work = sum(6 + count * 0.03 + job.settings.max_new_tokens * 0.05 for count in frames)
+        return self.load_seconds(job, names) + work
 
     def answer(self, report: MethodReport, job: Job, name: str, own: OwnFrames) -> Iterator[Event]:
         options = job.settings.options_for(name)

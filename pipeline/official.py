@@ -312,10 +312,12 @@ class TempoOfficialRunner(AuthorsRunner):
         return dict.fromkeys(names, own)
 
     def gpu_seconds(self, job: Job, names: Sequence[str]) -> float:
-        """Per column: its frames (its own when prepared, else 2 fps of the video, at most 1024) and answer."""
+        """Per column: loading its model when it is not held (``load_seconds``), its frames (its own when
+        prepared, else 2 fps of the video, at most 1024) and answer."""
         guess = min(MAX_FRAMES, max(MIN_FRAMES, round(SAMPLE_FPS * job.prepared.info.duration)))
         frames = [len(own) if isinstance(own := job.inputs.get(n), OwnFrames) else guess for n in names]
-        return sum(4 + count * 0.02 + job.settings.max_new_tokens * 0.05 for count in frames)
+        work = sum(4 + count * 0.02 + job.settings.max_new_tokens * 0.05 for count in frames)
+        return self.load_seconds(job, names) + work
 
     def answer(self, report: MethodReport, job: Job, name: str, own: OwnFrames) -> Iterator[Event]:
         options = job.settings.options_for(name)

@@ -68,6 +68,7 @@ class Settings:
             raise SettingsError("The segment length must be an even number of frames, from 2 to 32.")
         _check_method_options(self.method_options)
         object.__setattr__(self, "revisions", _checked_revisions(self.revisions))
+        _check_placed_commit(self.backbone, self.revisions)
 
     @classmethod
     def for_backbone(cls, backbone: str, **overrides) -> Settings:
@@ -155,9 +156,25 @@ def check_choices(method: str, options) -> None:
 
 
 def _check_backbone(backbone) -> None:
-    if not isinstance(backbone, str) or backbone not in model_zoo.backbones:
+    served = model_zoo.served_backbones()
+    if isinstance(backbone, str) and backbone in model_zoo.backbones and backbone not in served:
+        raise SettingsError(
+            f"This server answers with {', '.join(served)} only: {backbone} is not loaded here."
+        )
+    if not isinstance(backbone, str) or backbone not in served:
         shown = f" {backbone!r}" if isinstance(backbone, str) and len(backbone) <= 40 else ""
-        raise SettingsError(f"Unknown backbone{shown}; choose from {', '.join(model_zoo.list_backbones())}.")
+        raise SettingsError(f"Unknown backbone{shown}; choose from {', '.join(served)}.")
+
+
+def _check_placed_commit(backbone: str, revisions: Mapping[str, str]) -> None:
+    """SettingsError when the server placed ``backbone`` at one commit and ``revisions`` pin another."""
+    placed = model_zoo.served_backbones()[backbone]
+    pinned = revisions.get(model_zoo.get_backbone_spec(backbone).hub_id)
+    if placed and pinned and pinned != placed:
+        raise SettingsError(
+            f"This server runs {backbone} at commit {placed[:12]} only, not {pinned[:12]}; replay the card "
+            "where that commit can be loaded (python cli.py replay card.json)."
+        )
 
 
 def _checked_methods(methods) -> tuple[str, ...]:

@@ -112,7 +112,11 @@ class SharedBackboneRunner:
         return SharedRun(prepared, backbone, video, key)
 
     def gpu_seconds(self, job: Job, names: Sequence[str]) -> float:
-        """One encode, then per method its compression and answer (seconds on a ZeroGPU slice)."""
+        """Seconds on a ZeroGPU slice: ``10 + 0.03·F + n·(4 + 0.02·F + 0.05·N)`` for F frames, n methods, N new
+        tokens: the worker's start and first kernels, one encode, then per method its compression, prefill
+        and decode (an over-estimate: the answers decode as one batch). Nothing loads: ZeroGPU places the
+        backbone at start-up (``model_zoo.place_backbones``). The constants are guesses, not measured on a
+        GPU (README, *The Space's ZeroGPU settings*)."""
         frames, settings = job.prepared.real_frames, job.settings
         per_method = 4 + frames * 0.02 + settings.max_new_tokens * 0.05
         return 10 + frames * 0.03 + per_method * len(names)

@@ -251,9 +251,8 @@ def test_the_checkpoints_own_video_processor_prepares_frames_where_torchvision_w
     assert without.video_processor is None  # torchvision does not import here: our port
     ours = without.preprocess_frames(frames, times)
 
-    from transformers.models.auto.video_processing_auto import (
-        AutoVideoProcessor,
-    )  # the package name is a stub without torchvision
+    # transformers' top-level AutoVideoProcessor is a placeholder that raises without torchvision
+    from transformers.models.auto.video_processing_auto import AutoVideoProcessor
 
     loaded = []
 

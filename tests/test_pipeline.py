@@ -198,7 +198,7 @@ def tiny_official(tmp_path_factory):
 
 
 def test_official_tempo_answers_in_its_own_column_with_its_allocation(clip, monkeypatch, tiny_official):
-    monkeypatch.setattr(official.RUNNER, "model", lambda *weights: tiny_official)
+    monkeypatch.setattr(official.RUNNER, "model", official.Resident(lambda *weights: tiny_official))
     settings = dataclasses.replace(SETTINGS, methods=("tempo", "tempo-6b.official"))
     reports = _run(clip, settings=settings)[-1].reports
     report = reports["tempo-6b.official"]

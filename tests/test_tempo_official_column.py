@@ -51,7 +51,7 @@ def column(tmp_path_factory):
 
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(model, "run", recording)
-        patch.setattr(official.RUNNER, "model", lambda *weights: model)
+        patch.setattr(official.RUNNER, "model", official.Resident(lambda *weights: model))
         yield calls
 
 

@@ -79,7 +79,7 @@ def page_args(**values) -> list:
 
 def backbone_choices() -> list[tuple[str, str]]:
     labels = []
-    for name in model_zoo.list_backbones():
+    for name in model_zoo.served_backbones():  # on ZeroGPU only those placed at start-up
         spec = model_zoo.get_backbone_spec(name)
         note = " — random weights, for testing" if spec.hub_id is None else f" — {spec.hub_id}"
         labels.append((name + note, name))
