@@ -253,10 +253,11 @@ def load_backbone(
 
 
 def set_max_resident(count: int) -> None:
-    """How many backbones may stay loaded at once (at least 1); evicts at once if more are loaded."""
+    """How many backbones may stay loaded at once (at least 1, and never fewer than ``place_backbones``
+    placed: those are never evicted); evicts at once if more are loaded."""
     if count < 1:
         raise ValueError(f"max_resident must be >= 1, got {count}")
-    _CACHE.max_resident = count
+    _CACHE.max_resident = max(count, len(_SERVED or ()))
     _CACHE.shrink()
 
 
@@ -276,6 +277,7 @@ def place_backbones(names: Sequence[str], *, device: str | torch.device | None =
     stays at the commit it resolved to now. Asking for another backbone, or another commit, is then a
     ``ModelLoadError`` here and a ``SettingsError`` in ``pipeline.settings`` before any work."""
     global _SERVED
+    _SERVED = None  # placing anew: every registered backbone may load meanwhile
     set_max_resident(max(_CACHE.max_resident, len(names)))
     _SERVED = {name: load_backbone(name, device=device).spec.revision for name in names}
 

@@ -78,6 +78,14 @@ def test_only_the_placed_backbones_are_offered_and_nothing_else_loads(placed):
     assert model_zoo.load_backbone("qwen3vl-2b", device="cpu").spec.revision == "b" * 40
 
 
+def test_the_servers_limit_on_loaded_backbones_never_evicts_a_placed_one(placed):
+    """app.py places the backbones, then launch() applies --max-backbones: the placed ones stay."""
+    model_zoo.place_backbones([model_zoo.TINY, "qwen3vl-2b"], device="cpu")
+    model_zoo.set_max_resident(1)
+    assert sorted(name for name, _ in model_zoo.resident_backbones()) == ["qwen3vl-2b", model_zoo.TINY]
+    assert list(model_zoo.served_backbones()) == [model_zoo.TINY, "qwen3vl-2b"]
+
+
 def test_a_card_pinned_to_another_commit_is_refused_before_any_work(placed):
     Settings(backbone="qwen3vl-2b", revisions={"org/tiny-vl": "b" * 40})
     with pytest.raises(SettingsError) as info:
