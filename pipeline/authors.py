@@ -11,8 +11,10 @@ sentence there and never takes the other columns down (``AuthorsRunner``). Its k
 from __future__ import annotations
 
 import dataclasses
+import time
 from collections.abc import Callable, Hashable, Iterator, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -21,7 +23,7 @@ import media
 import model_zoo
 from pipeline import cache, handoff
 from pipeline.accounting import OUT_OF_MEMORY, MemoryMeter, failure, free_memory
-from pipeline.events import Event, MethodDone, MethodReport, Progress
+from pipeline.events import AnswerDelta, Event, MethodDone, MethodReport, Progress
 from pipeline.request import Job
 from pipeline.video import PreparedVideo
 
@@ -110,6 +112,22 @@ class Resident:
             self._held = None  # the old model goes before the new one loads
             self._held = (key, self.load(*key))
         return self._held[1]
+
+
+def stream_answer(report: MethodReport, start: Callable[[], Any]) -> Iterator[Event]:
+    """``start()`` (compression and prefill, timed as ``compress``) gives a run that streams text deltas and
+    holds the whole ``text``; its answer streams into ``report`` (timed as ``answer``). Returns the run."""
+    t0 = time.perf_counter()
+    with torch.inference_mode():
+        run = start()
+        report.timings["compress"] = time.perf_counter() - t0
+        t1 = time.perf_counter()
+        for delta in run:
+            report.answer += delta
+            yield AnswerDelta(report.method, report.answer)
+    report.answer = run.text
+    report.timings["answer"] = time.perf_counter() - t1
+    return run
 
 
 class AuthorsRunner:

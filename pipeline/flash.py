@@ -19,10 +19,7 @@ only from 1024 sampled frames, as the authors run it. Where a run departs, its n
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator, Sequence
-
-import torch
 
 import media
 from compressors.xcomp import lp_schedule, qc_layers
@@ -41,8 +38,9 @@ from pipeline.authors import (
     keep_own_frames,
     own_frames,
     sample_positions,
+    stream_answer,
 )
-from pipeline.events import AnswerDelta, Event, MethodReport, Progress
+from pipeline.events import Event, MethodReport, Progress
 from pipeline.request import Job
 from pipeline.settings import SettingsError
 from pipeline.video import PreparedVideo
@@ -115,22 +113,16 @@ class FlashRunner(AuthorsRunner):
     def answer(self, report: MethodReport, job: Job, name: str, own: OwnFrames) -> Iterator[Event]:
         options = job.settings.options_for(name)
         model = self.model(*(options[k] for k in PINNED_WEIGHTS))
-        t0 = time.perf_counter()
-        with torch.inference_mode():
-            run = model.run(
+        run = yield from stream_answer(
+            report,
+            lambda: model.run(
                 own.frames.frames,
                 own.duration,
                 job.question,
                 budget=job.settings.budget,
                 max_new_tokens=job.settings.max_new_tokens,
-            )
-            report.timings["compress"] = time.perf_counter() - t0
-            t1 = time.perf_counter()
-            for delta in run:
-                report.answer += delta
-                yield AnswerDelta(report.method, report.answer)
-        report.answer = run.text
-        report.timings["answer"] = time.perf_counter() - t1
+            ),
+        )
         account(report, run, job.prepared, own, fps=self.rule.fps)
 
 

@@ -57,8 +57,9 @@ from pipeline.authors import (
     keep_own_frames,
     own_frames,
     sample_positions,
+    stream_answer,
 )
-from pipeline.events import AnswerDelta, Event, MethodReport, Progress
+from pipeline.events import Event, MethodReport, Progress
 from pipeline.request import Job
 
 VARIANT = "tempo-6b.official"
@@ -329,21 +330,16 @@ def _answer(
     report: MethodReport, model: TempoOfficial, job: Job, own: OwnFrames, budget: int
 ) -> Iterator[Event]:
     """Compress (timed), stream the answer into ``report``, then account for it."""
-    t0 = time.perf_counter()
-    with torch.inference_mode():
-        run = model.run(
+    run = yield from stream_answer(
+        report,
+        lambda: model.run(
             own.frames.frames,
             own.duration,
             job.question,
             budget=budget,
             max_new_tokens=job.settings.max_new_tokens,
-        )
-        report.timings["compress"] = time.perf_counter() - t0
-        t1 = time.perf_counter()
-        for delta in run:
-            report.answer += delta
-            yield AnswerDelta(report.method, report.answer)
-    report.timings["answer"] = time.perf_counter() - t1
+        ),
+    )
     _account(report, run, job.prepared, own)
 
 
