@@ -17,7 +17,9 @@ import spaces  # ZeroGPU: imported before anything initialises CUDA (importing t
 import torch
 
 import model_zoo
+from pipeline import authors
 from pipeline.cache import configure_caches
+from pipeline.columns import COLUMNS
 from pipeline.limits import AppSettings
 from ui.page import Page
 from ui.scratch import remove_on_sigterm
@@ -67,6 +69,16 @@ def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, AppSe
     """The command line: where to serve, which backbone, and the limits (``AppSettings``'s flags)."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--backbone", default=DEFAULT_BACKBONE, choices=model_zoo.list_backbones())
+    own = [name for name, column in COLUMNS.items() if column.own_variant]
+    parser.add_argument(
+        "--official-columns",
+        nargs="*",
+        default=[],
+        choices=own,
+        metavar="NAME",
+        help=f"on ZeroGPU, the columns with the authors' weights to load at start-up ({', '.join(own)}); "
+        "only those are offered there (default: none)",
+    )
     # the platform's own variables (Hugging Face Spaces sets GRADIO_SERVER_NAME), not settings of ours
     parser.add_argument("--port", type=int, default=int(os.environ.get("GRADIO_SERVER_PORT", 7860)))
     parser.add_argument("--host", default=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"))
@@ -83,6 +95,7 @@ def main(argv: list[str] | None = None) -> None:
     print("Limits: " + ", ".join(f"{flag} {value}" for flag, value, _ in settings.rows()), flush=True)
     if spaces.config.Config.zero_gpu:  # ZeroGPU: models placed at start-up, the page offers only those
         model_zoo.place_backbones([args.backbone])
+        authors.place_columns(args.official_columns)
     remove_on_sigterm()  # a Space is stopped with SIGTERM: scratch folders go then too
     launch(settings, backbone=args.backbone, host=args.host, port=args.port)
 

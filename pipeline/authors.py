@@ -25,6 +25,7 @@ from pipeline import cache, handoff
 from pipeline.accounting import OUT_OF_MEMORY, MemoryMeter, failure, free_memory
 from pipeline.events import AnswerDelta, Event, MethodDone, MethodReport, Progress
 from pipeline.request import Job
+from pipeline.settings import Settings
 from pipeline.video import PreparedVideo
 
 
@@ -91,27 +92,67 @@ def keep_own_frames(
 #: ``Resident`` key, in the order its loader takes them (the commits are ``Settings.revisions``' pins).
 PINNED_WEIGHTS = ("checkpoint", "base_vlm", "revision", "base_revision")
 
-#: Seconds a GPU call asks ZeroGPU for on top when a column's model is not loaded in this process (it then
-#: loads inside the call; on ZeroGPU the worker's copy is invisible from here, so this is asked every time):
-#: a guess for reading a 2-6B bf16 checkpoint (4-12 GB) from the Space's disk and building it, not measured.
+#: Seconds a GPU call asks for on top when a column's model is not loaded in this process (it then loads
+#: inside the call; never on ZeroGPU, where ``place_columns`` loads at start-up or the column is refused): a
+#: guess for reading a 2-6B bf16 checkpoint (4-12 GB) from disk and building it, not measured.
 LOAD_SECONDS = 60.0
 
 
 class Resident:
-    """One loaded model, loaded by ``load(*key)`` on first use and replaced when another key is asked for."""
+    """One loaded model, loaded by ``load(*key)`` on first use and replaced when another key is asked for;
+    once ``fixed`` (ZeroGPU: ``place_columns``), it answers only with what it holds and never loads."""
 
-    def __init__(self, load: Callable) -> None:
-        self.load, self._held = load, None
+    def __init__(self, load: Callable, name: str = "this column") -> None:
+        self.load, self.name, self._held, self.fixed = load, name, None, False
 
     def holds(self, key: tuple) -> bool:
         """Whether the model loaded for ``key`` is the one held (a call with it loads nothing)."""
         return self._held is not None and self._held[0] == key
 
     def __call__(self, *key):
-        if self._held is None or self._held[0] != key:
+        if not self.holds(key):
+            if self.fixed:
+                raise model_zoo.ModelLoadError(
+                    f"{self.name}'s weights were not loaded when this server started, so it cannot run "
+                    "here; choose other columns."
+                )
             self._held = None  # the old model goes before the new one loads
             self._held = (key, self.load(*key))
         return self._held[1]
+
+
+def weights_key(settings: Settings, name: str) -> tuple:
+    """The ``Resident`` key of column ``name`` under ``settings``: its ``PINNED_WEIGHTS`` options."""
+    options = settings.options_for(name)
+    return tuple(options[k] for k in PINNED_WEIGHTS)
+
+
+def place_columns(names: Sequence[str]) -> None:
+    """ZeroGPU's rule for the columns with weights of their own (as ``model_zoo.place_backbones`` for the
+    shared backbones): load ``names`` now, at start-up and outside any GPU call, at the commits their
+    registry revisions resolve to, and from then on let every such column answer only with what it holds
+    (a column not placed, or asked for other weights, is its one sentence; no GPU call ever loads weights)."""
+    from pipeline.columns import COLUMNS  # the registry names this module's runners: imported on use
+    from pipeline.revisions import pin
+
+    for name, column in COLUMNS.items():
+        if column.own_variant is None:
+            continue
+        resident = column.runner.model
+        resident.fixed = False
+        if name in names:
+            resident(*weights_key(pin(Settings(methods=(name,))), name))
+        resident.fixed = True
+
+
+def servable(name: str, settings: Settings | None = None) -> bool:
+    """Whether own-weights column ``name`` can answer in this process (always, unless columns were placed:
+    then only with the weights it holds)."""
+    from pipeline.columns import COLUMNS
+    from pipeline.revisions import pin
+
+    resident = COLUMNS[name].runner.model
+    return not resident.fixed or resident.holds(weights_key(pin(settings or Settings(methods=(name,))), name))
 
 
 def stream_answer(report: MethodReport, start: Callable[[], Any]) -> Iterator[Event]:
@@ -139,8 +180,11 @@ class AuthorsRunner:
         raise NotImplementedError
 
     def load_seconds(self, job: Job, names: Sequence[str]) -> float:
-        """``LOAD_SECONDS`` for each column whose weights (``PINNED_WEIGHTS``) are not the held model's."""
-        keys = [tuple(job.settings.options_for(name)[k] for k in PINNED_WEIGHTS) for name in names]
+        """``LOAD_SECONDS`` for each column whose weights (``PINNED_WEIGHTS``) are not the held model's, unless
+        the columns were placed."""
+        if self.model.fixed:  # placed at start-up: a GPU call never loads (``place_columns``)
+            return 0.0
+        keys = [weights_key(job.settings, name) for name in names]
         return sum(0.0 if self.model.holds(key) else LOAD_SECONDS for key in keys)
 
     def answer(self, report: MethodReport, job: Job, name: str, own: OwnFrames) -> Iterator[Event]:
@@ -164,6 +208,8 @@ class AuthorsRunner:
             yield from self.answer(report, job, name, own)
         except media.VideoError as err:
             report.error = err.message
+        except model_zoo.ModelLoadError as err:  # written for the visitor: no Hub, no GPU, weights not placed
+            report.error = str(err)
         except Exception as err:  # one column failing must not take the other columns down
             report.error = failure(err)
         if report.error == OUT_OF_MEMORY:

@@ -31,7 +31,6 @@ from model_zoo.videochat_flash_frames import (
     official_frame_indices,
 )
 from pipeline.authors import (
-    PINNED_WEIGHTS,
     AuthorsRunner,
     OwnFrames,
     Resident,
@@ -39,6 +38,7 @@ from pipeline.authors import (
     own_frames,
     sample_positions,
     stream_answer,
+    weights_key,
 )
 from pipeline.events import Event, MethodReport, Progress
 from pipeline.request import Job
@@ -91,7 +91,7 @@ class FlashRunner(AuthorsRunner):
     """``ColumnRunner`` of one of the two columns (see the module docstring)."""
 
     def __init__(self, name: str, rule: SamplingRule, load) -> None:
-        self.name, self.rule, self.model = name, rule, Resident(load)
+        self.name, self.rule, self.model = name, rule, Resident(load, name)
 
     def prepare(self, job: Job, names: Sequence[str], limits: media.Limits) -> Iterator[Event]:
         prepared, rule = job.prepared, self.rule
@@ -111,8 +111,7 @@ class FlashRunner(AuthorsRunner):
         return self.load_seconds(job, names) + work
 
     def answer(self, report: MethodReport, job: Job, name: str, own: OwnFrames) -> Iterator[Event]:
-        options = job.settings.options_for(name)
-        model = self.model(*(options[k] for k in PINNED_WEIGHTS))
+        model = self.model(*weights_key(job.settings, name))
         run = yield from stream_answer(
             report,
             lambda: model.run(

@@ -50,7 +50,6 @@ from model_zoo.tempo_official_frames import (
 )
 from pipeline.accounting import rounded
 from pipeline.authors import (
-    PINNED_WEIGHTS,
     AuthorsRunner,
     OwnFrames,
     Resident,
@@ -58,6 +57,7 @@ from pipeline.authors import (
     own_frames,
     sample_positions,
     stream_answer,
+    weights_key,
 )
 from pipeline.events import Event, MethodReport, Progress
 from pipeline.request import Job
@@ -301,7 +301,8 @@ class TempoOfficialRunner(AuthorsRunner):
         self.model = Resident(
             lambda checkpoint, base_vlm, revision, base_revision: load_tempo_official(
                 checkpoint, revision=revision, base_vlm=base_vlm, base_revision=base_revision
-            )
+            ),
+            VARIANT,
         )
 
     def prepare(self, job: Job, names: Sequence[str], limits: media.Limits) -> Iterator[Event]:
@@ -322,7 +323,7 @@ class TempoOfficialRunner(AuthorsRunner):
 
     def answer(self, report: MethodReport, job: Job, name: str, own: OwnFrames) -> Iterator[Event]:
         options = job.settings.options_for(name)
-        model = self.model(*(options[k] for k in PINNED_WEIGHTS))
+        model = self.model(*weights_key(job.settings, name))
         yield from _answer(report, model, job, own, options["visual_token_budget"])
 
 

@@ -113,3 +113,59 @@ def test_an_authors_column_asks_for_loading_its_model_only_when_it_is_not_held(m
     cold = official.RUNNER.gpu_seconds(job, ["tempo-6b.official"])
     resident(*(settings.options_for("tempo-6b.official")[k] for k in PINNED_WEIGHTS))
     assert cold - official.RUNNER.gpu_seconds(job, ["tempo-6b.official"]) == pytest.approx(LOAD_SECONDS)
+
+
+# --- the columns with the authors' own weights ------------------------------------------------------------
+
+
+@pytest.fixture
+def own_weights(monkeypatch):
+    """Each own-weights column's runner holding a stand-in ``Resident`` that records the keys it loads:
+    {column: [keys]} (the real residents, never fixed, come back after the test)."""
+    from pipeline import authors
+    from pipeline.columns import COLUMNS
+
+    loads = {name: [] for name, column in COLUMNS.items() if column.own_variant}
+    for name in loads:
+        loader = lambda *key, name=name: loads[name].append(key) or object()  # noqa: E731
+        monkeypatch.setattr(COLUMNS[name].runner, "model", authors.Resident(loader, name))
+    return loads
+
+
+def test_on_zerogpu_only_the_placed_authors_columns_load_and_only_at_start_up(own_weights):
+    from pipeline import authors
+    from pipeline.columns import COLUMNS
+    from pipeline.revisions import pin
+
+    authors.place_columns(["tempo-6b.official"])
+    assert [len(keys) for keys in own_weights.values()] == [1, 0, 0], "the named column alone, loaded now"
+    assert authors.servable("tempo-6b.official")
+    assert not authors.servable("xcomp-2b.official") and not authors.servable("videochat-flash-2b.official")
+    tempo = COLUMNS["tempo-6b.official"].runner.model
+    tempo(*authors.weights_key(pin(Settings(methods=("tempo-6b.official",))), "tempo-6b.official"))
+    xcomp = COLUMNS["xcomp-2b.official"].runner.model
+    with pytest.raises(model_zoo.ModelLoadError) as refused:
+        xcomp(*authors.weights_key(pin(Settings(methods=("xcomp-2b.official",))), "xcomp-2b.official"))
+    assert is_one_sentence(str(refused.value)) and "xcomp-2b.official" in str(refused.value)
+    other = Settings(methods=("tempo-6b.official",), revisions={"Vision-CAIR/Tempo-6B": "b" * 40})
+    with pytest.raises(model_zoo.ModelLoadError):
+        tempo(*authors.weights_key(other, "tempo-6b.official"))  # another commit of a placed column
+    assert [len(keys) for keys in own_weights.values()] == [1, 0, 0], "nothing loaded after start-up"
+
+
+def test_a_column_not_placed_says_why_in_its_column_and_the_others_answer(own_weights, tmp_path):
+    from pipeline import authors
+    from pipeline.compare import compare
+    from pipeline.request import Request
+    from tests.videos import make_clip
+
+    authors.place_columns([])
+    clip = make_clip(tmp_path / "clip.mp4", seconds=4, fps=8, size=(160, 96))
+    settings = Settings.for_backbone(
+        "tiny-random", methods=("uniform", "xcomp-2b.official"), max_frames=4, max_new_tokens=2
+    )
+    done = list(compare(Request(clip, "What is shown?", settings)))[-1]
+    assert done.reports["uniform"].error is None and done.reports["uniform"].answer
+    error = done.reports["xcomp-2b.official"].error
+    assert is_one_sentence(error) and "not loaded when this server started" in error
+    assert not any(own_weights.values()), "no weights loaded inside the run"
