@@ -105,7 +105,7 @@ class Request:
 
     def args(self) -> list:
         """Positional arguments of the page's Compare event (``/compare_page``, what the browser sends)."""
-        from ui.page import page_args
+        from ui.inputs import page_args
 
         return page_args(
             video=handle_file(str(self.clip)),

@@ -117,7 +117,7 @@ def _s(value) -> float | None:
     return None if value is None else round(float(value), 3)
 
 
-def timeline_figure(prepared: PreparedVideo, reports: Mapping[str, MethodReport]):
+def timeline_figure(reports: Mapping[str, MethodReport]):
     """Per method, a row over the video's time: tokens given to each segment (bars), relevance (line),
     and the kept frames (ticks).
 
@@ -133,18 +133,18 @@ def timeline_figure(prepared: PreparedVideo, reports: Mapping[str, MethodReport]
     fig.subplots_adjust(left=0.13, right=0.95, top=1 - 0.3 / height, bottom=0.5 / height, hspace=0.35)
     axes = np.atleast_1d(fig.subplots(rows, 1, sharex=True))
     for ax, r in zip(axes, shown, strict=False):
-        _timeline_row(ax, prepared, r)
+        _timeline_row(ax, r)
     axes[-1].set_xlabel("time (s)")
     return fig
 
 
-def _timeline_row(ax, prepared: PreparedVideo, report: MethodReport) -> None:
+def _timeline_row(ax, report: MethodReport) -> None:
     starts = [s["start"] for s in report.segments]
     widths = [max(s["end"] - s["start"], 0.1) for s in report.segments]
     tokens = [s["tokens"] or 0 for s in report.segments]
     ax.bar(starts, tokens, width=widths, align="edge", color="#7aa6d6", label="tokens")
     ax.set_ylabel(report.method, rotation=0, ha="right", va="center")
-    kept_t = [prepared.frame_ref(p)["timestamp"] for p in report.kept]
+    kept_t = [f["timestamp"] for f in report.kept_frames]
     top = max(tokens + [1])
     ax.plot(kept_t, [top * 1.05] * len(kept_t), "|", color="#d65f5f", markersize=8, label="kept frames")
     scores = [s["score"] for s in report.segments]

@@ -2,6 +2,7 @@
 
 import asyncio
 import json
+import logging
 from pathlib import Path
 
 import httpx
@@ -15,7 +16,7 @@ from pipeline.columns import DEFAULT_COLUMNS as METHODS
 from tests.app_server import running_app
 from tests.hostile import is_one_sentence
 from tests.videos import make_clip, write_garbage
-from ui.page import page_args
+from ui.inputs import page_args
 from ui.updates import page_result
 
 pytestmark = pytest.mark.slow
@@ -79,6 +80,49 @@ def test_a_garbage_file_gets_its_plain_sentence_and_the_next_comparison_works(cl
     assert "Traceback" not in message and message.strip()
     card = _compare(client, handle_file(str(clip)), methods=["uniform"])
     assert card["results"]["uniform"]["answer"] and list(card["results"]) == ["uniform"]
+
+
+def _page_run(client, *args) -> tuple[list[dict], Exception | None]:
+    """Every update the page's Compare event sent, by name, and the error it ended with (None: none)."""
+    job = client.submit(*args, api_name="/compare_page")
+    try:
+        job.result(timeout=300)
+        error = None
+    except AppError as err:
+        error = err
+    return [page_result(values, COLUMNS) for values in job.outputs()], error
+
+
+def test_a_refusal_stays_in_the_status_line_and_each_column_says_why_it_did_not_run(client, tmp_path):
+    garbage = write_garbage(tmp_path / "garbage.mp4")
+    args = page_args(video=handle_file(str(garbage)), question="What is shown?", methods=["xcomp", "pool"])
+    sent, error = _page_run(client, *args)
+    assert error is not None and "not a video" in str(error)  # the toast
+    final = sent[-1]
+    assert final["status"] == f"⚠️ {error}"
+    assert final["xcomp.answer"] == final["pool.answer"] == f"Not run: {error}"
+    assert final["tempo.answer"] == "(not selected)"
+
+
+def test_the_status_goes_forward_only_and_ends_on_done(client, clip):
+    args = page_args(video=handle_file(str(clip)), question="What is shown?", max_frames=16, max_new_tokens=4)
+    sent, error = _page_run(client, *args)
+    statuses = [s["status"] for s in sent]
+    steps = [s for i, s in enumerate(statuses) if i == 0 or s != statuses[i - 1]]
+    assert error is None and steps[0] == "Starting on the uploaded video…" and steps[-1].startswith("Done:")
+    assert len(steps) == len(set(steps)), steps  # no step shown again once another followed it
+    assert not any(s.startswith(("Done:", "⚠️")) for s in steps[:-1])
+
+
+def test_a_visitors_mistake_is_one_log_line_and_no_traceback(client, tmp_path, capfd, caplog):
+    garbage = write_garbage(tmp_path / "garbage.mp4")
+    with caplog.at_level(logging.WARNING, logger="arena"), pytest.raises(AppError):
+        _compare(client, handle_file(str(garbage)))
+    out, err = capfd.readouterr()
+    assert "Traceback" not in out + err
+    lines = [r.getMessage() for r in caplog.records if r.name == "arena"]
+    assert len(lines) == 1 and "not a video" in lines[0] and "\n" not in lines[0]
+    assert all(r.exc_info is None for r in caplog.records if r.name == "arena")
 
 
 def test_the_typed_endpoint_needs_only_the_question_and_a_video(client, clip):

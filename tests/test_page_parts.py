@@ -14,7 +14,7 @@ import pytest
 from PIL import Image
 
 import media
-from pipeline.events import AnswerDelta, MethodDone, MethodReport
+from pipeline.events import AnswerDelta, MethodDone, MethodReport, Progress
 from pipeline.video import PreparedVideo
 from ui import frames as frames_module
 from ui.frames import FrameImages
@@ -132,11 +132,25 @@ def test_a_visitor_who_leaves_stops_the_comparison():
     assert "closed" in dict(log) and "produced all" not in dict(log)
 
 
-def test_each_columns_final_text_goes_out_with_its_report():
+class _Outputs:
+    """The page's outputs as names: status, and each column's answer and tokens."""
+
+    status = "status"
     columns = {m: type("Col", (), {"answer": f"{m}-answer", "tokens": f"{m}-tokens"})() for m in "ab"}
-    outputs = type("Out", (), {"columns": columns, "status": "status"})()
-    updates = Updates(outputs, files=None, images=None, interval=0.05)
-    updates.blank = lambda settings: {}
+
+    def blank(self, methods) -> dict:
+        return {name: "" for name in self.components()}
+
+    def components(self) -> list:
+        return ["status", "a-answer", "a-tokens", "b-answer", "b-tokens"]
+
+
+def _sent(values: list) -> dict:
+    return dict(zip(_Outputs().components(), values, strict=True))
+
+
+def test_each_columns_final_text_goes_out_with_its_report():
+    updates = Updates(_Outputs(), files=None, images=None, methods=["a", "b"], interval=0.05)
 
     def events():
         text = {"a": "", "b": ""}
@@ -148,10 +162,33 @@ def test_each_columns_final_text_goes_out_with_its_report():
         for m in "ab":
             yield MethodDone(MethodReport(method=m, label=m, answer=text[m] + "."))
 
-    sent = list(updates.stream(events(), "q", None, progress=lambda *a, **k: None))
-    final = {k: v for u in sent for k, v in u.items()}
-    assert final["a-answer"] == "x" * 200 + "." and final["b-answer"] == "x" * 200 + "."
+    sent = [_sent(values) for values in updates.stream(events(), "q", None)]
+    assert sent[-1]["a-answer"] == "x" * 200 + "." and sent[-1]["b-answer"] == "x" * 200 + "."
     assert len(sent) <= 200 * 0.001 / 0.05 + 4
+
+
+def test_a_failure_stays_in_the_status_and_each_column_that_did_not_finish_says_why():
+    updates = Updates(_Outputs(), files=None, images=None, methods=["a", "b"], interval=0.0)
+
+    def events():
+        yield Progress("answer", 0.5, "Answering…")
+        yield MethodDone(MethodReport(method="a", label="a", answer="A red ball."))
+        yield AnswerDelta("b", "A bl")
+        raise media.VideoError("The video stopped.")
+
+    with pytest.raises(media.VideoError):
+        for values in updates.stream(events(), "q", None):
+            assert _sent(values)["status"] == "Answering…"
+    final = _sent(updates.failed("The video stopped."))
+    assert final["status"] == "⚠️ The video stopped."
+    assert final["a-answer"] == "A red ball." and final["b-answer"] == "Not run: The video stopped."
+
+
+def test_a_failed_column_says_its_error_once():
+    updates = Updates(_Outputs(), files=None, images=None, methods=["a"])
+    updates.column_done(MethodReport(method="a", label="a", error="The budget is too small for a."))
+    shown = _sent(updates.values())
+    assert shown["a-answer"] == "⚠️ The budget is too small for a." and shown["a-tokens"] == ""
 
 
 # --- per-request scratch folders --------------------------------------------------------------------------
@@ -204,7 +241,7 @@ def test_the_app_removes_its_scratch_folders_when_the_space_stops_it(tmp_path):
 
     from tests.app_server import free_port
     from tests.videos import make_clip
-    from ui.page import page_args
+    from ui.inputs import page_args
 
     clip = make_clip(tmp_path / "clip.mp4", seconds=2, fps=4, size=(64, 48))
     scratch = tmp_path / "tmp"
@@ -240,3 +277,30 @@ def _connect(client_class, url: str):
             if time.monotonic() > deadline:
                 raise
             time.sleep(1)
+
+
+# --- what the page offers ---------------------------------------------------------------------------------
+
+
+def test_a_column_with_weights_of_its_own_is_offered_only_where_this_machine_can_run_it(monkeypatch):
+    import huggingface_hub
+    from huggingface_hub import constants
+
+    from pipeline.columns import COLUMNS
+    from ui import inputs
+
+    own = [m for m, c in COLUMNS.items() if c.info.needs_hub]
+    shared = [m for m in COLUMNS if m not in own]
+    assert own, "a column with weights of its own"
+
+    def offered(*, gpu: bool, offline: bool, downloaded: bool = False) -> list[str]:
+        monkeypatch.setattr(inputs.torch.cuda, "is_available", lambda: gpu)
+        monkeypatch.setattr(constants, "HF_HUB_OFFLINE", offline)
+        cached = "/cache/config.json" if downloaded else None
+        monkeypatch.setattr(huggingface_hub, "try_to_load_from_cache", lambda *a, **k: cached)
+        return inputs.offered_columns()
+
+    assert offered(gpu=False, offline=False) == shared  # CPU only: not offered, whatever the Hub
+    assert offered(gpu=True, offline=True) == shared  # a GPU, but no weights within reach
+    assert offered(gpu=True, offline=False) == list(COLUMNS)
+    assert offered(gpu=True, offline=True, downloaded=True) == list(COLUMNS)

@@ -1,8 +1,8 @@
 """The edge: every failure of a handler becomes one sentence for the visitor, never a traceback.
 
 What the visitor can fix (a bad video, link, question, setting or card; weights that cannot be loaded) is
-shown as its own sentence; running out of memory gets one sentence and frees memory; anything else is our
-fault: logged here with its traceback, shown as one line naming the error's type.
+shown as its own sentence and logged as one line; running out of memory gets one sentence and frees memory;
+anything else is our fault: logged here with its traceback, shown as one line naming the error's type.
 """
 
 from __future__ import annotations
@@ -27,15 +27,24 @@ log = logging.getLogger("arena")
 
 
 def visitor_error(err: Exception) -> gr.Error:
-    """The sentence a visitor sees: theirs for what they can fix, one line for the rest (logged here)."""
+    """The sentence a visitor sees: theirs for what they can fix, one line for the rest.
+
+    The server log gets one line for a visitor's mistake and the traceback only for our own faults (Gradio
+    is told not to print its own: ``print_exception=False`` marks an error already logged here).
+    """
     if isinstance(err, gr.Error):
+        if err.print_exception:  # raised as a gr.Error by a handler: a refusal, not yet logged
+            log.warning("refused: %s", err.message)
+            err.print_exception = False
         return err
     if isinstance(err, USER_ERRORS):
-        return gr.Error(str(err))
+        log.warning("refused (%s): %s", type(err).__name__, err)
+        return gr.Error(str(err), print_exception=False)
     if is_out_of_memory(err):
-        return gr.Error(OUT_OF_MEMORY)
+        log.warning("out of memory in a handler: %s", str(err).splitlines()[0][:200] if str(err) else "")
+        return gr.Error(OUT_OF_MEMORY, print_exception=False)
     log.error("unexpected error in a handler", exc_info=err)
-    return gr.Error(UNEXPECTED.format(name=type(err).__name__))
+    return gr.Error(UNEXPECTED.format(name=type(err).__name__), print_exception=False)
 
 
 def is_out_of_memory(err: Exception) -> bool:

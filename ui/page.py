@@ -6,15 +6,14 @@ every handler is a method closing over them, so two pages built in one process n
 
 from __future__ import annotations
 
-import dataclasses
 import functools
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import gradio as gr
 from gradio import FileData
 
 import media
-import model_zoo
 from media.clips import export_moments
 from pipeline import cardview, runcard
 from pipeline.bounds import SETTING_BOUNDS
@@ -23,20 +22,33 @@ from pipeline.compare import compare
 from pipeline.events import Finished
 from pipeline.limits import AppSettings
 from pipeline.request import Request
-from pipeline.settings import Settings, parse_methods
+from pipeline.settings import Settings
 from pipeline.video import content_fingerprint, download, is_url
-from ui.edge import at_the_edge
+from ui.edge import at_the_edge, visitor_error
 from ui.frames import FrameImages
-from ui.scratch import ScratchDirs
-from ui.updates import ColumnOutputs, Outputs, Updates
-
-TINY_BANNER = (
-    "⚠️ **The `tiny-random` backbone has random weights: its answers are noise.** It is here so the page "
-    "works offline and for testing; pick a Qwen3-VL backbone for real answers."
+from ui.inputs import (
+    PAGE_INPUTS,
+    backbone_choices,
+    banner_for,
+    choice_label,
+    column_header,
+    css_id,
+    link_cleared,
+    offered_columns,
+    path_of,
+    settings_from,
+    source,
+    starting,
+    upload_cleared,
 )
-#: How running events show progress: our status line says each step; Gradio's full overlay animates every
-#: output while tokens stream, which kept a browser's CPU busy (measured: more than a core on this machine).
-PROGRESS = "minimal"
+from ui.scratch import ScratchDirs
+from ui.updates import ColumnOutputs, Outputs, Updates, empty_timings
+
+#: How running events show progress: not at all, as our status line says each step. Gradio's full overlay
+#: animates every output while tokens stream, which kept a browser's CPU busy (measured: more than a core on
+#: this machine), and any overlay stamps a bare "Error" over every output of a failed event, where the status
+#: line and the columns say what happened in words.
+PROGRESS = "hidden"
 #: Gradio's cache (uploads and the files handed out) is swept every 10 minutes of what is older than an hour.
 UPLOAD_LIFETIME = (600, 3600)
 INTRO = (
@@ -48,75 +60,6 @@ INTRO = (
 
 #: Every endpoint an API client may call: the documented two, then the page's own streaming events.
 API_ENDPOINTS = ("compare", "kept_moments", "compare_page", "rerun_card")
-
-#: The page's Compare inputs, in the order its event takes them (``page_args`` for API clients).
-PAGE_INPUTS = (
-    "video",
-    "url",
-    "question",
-    "methods",
-    "backbone",
-    "budget",
-    "fps",
-    "max_frames",
-    "segment_frames",
-    "seed",
-    "max_new_tokens",
-)
-
-
-def page_args(**values) -> list:
-    """Positional arguments of the page's own ``/compare_page`` event (an undocumented endpoint takes no
-    keywords) from values by name; a setting left out takes the backbone's default (tiny-random's when no
-    backbone is named), as the page's sliders would show it."""
-    unknown = set(values) - set(PAGE_INPUTS)
-    if unknown:
-        raise TypeError(f"the page has no input {', '.join(sorted(unknown))}")
-    defaults = dataclasses.asdict(Settings(backbone=values.get("backbone") or model_zoo.TINY))
-    values = {**defaults, "url": "", "video": None, "methods": list(DEFAULT_COLUMNS), **values}
-    return [values[name] for name in PAGE_INPUTS]
-
-
-def backbone_choices() -> list[tuple[str, str]]:
-    labels = []
-    for name in model_zoo.served_backbones():  # on ZeroGPU only those placed at start-up
-        spec = model_zoo.get_backbone_spec(name)
-        note = " — random weights, for testing" if spec.hub_id is None else f" — {spec.hub_id}"
-        labels.append((name + note, name))
-    return labels
-
-
-def css_id(name: str) -> str:
-    return name.replace(".", "-")
-
-
-def choice_label(name: str) -> str:
-    info = COLUMNS[name].info
-    return f"{name} (official weights, {info.licence}; needs a GPU)" if info.licence else name
-
-
-def column_header(name: str) -> str:
-    info = COLUMNS[name].info
-    if info.licence:
-        return f"### {name}\n<small>{info.label} · {info.source} · licence: {info.licence}</small>"
-    return f"### {name}\n<small>{info.label}</small>"
-
-
-def settings_from(
-    methods, backbone, budget, fps, max_frames, segment_frames, seed, max_new_tokens
-) -> Settings:
-    """The comparison's settings from the page's or the API's values as sent (None: the backbone's default):
-    ``Settings`` refuses a value out of bounds or of the wrong type with one sentence (``pipeline.bounds``)."""
-    return Settings.for_backbone(
-        backbone,
-        methods=parse_methods(methods or []),
-        budget=budget,
-        fps=fps,
-        max_frames=max_frames,
-        segment_frames=segment_frames,
-        seed=seed,
-        max_new_tokens=max_new_tokens,
-    )
 
 
 class Page:
@@ -149,15 +92,19 @@ class Page:
         segment_frames: float,
         seed: float,
         max_new_tokens: float,
-        progress=gr.Progress(),  # noqa: B008 (gradio's idiom)
     ):
         """Compare the selected methods on one video and question; streams answers into their columns."""
         methods = list(DEFAULT_COLUMNS) if methods is None else methods
-        settings = settings_from(
-            methods, backbone, budget, fps, max_frames, segment_frames, seed, max_new_tokens
-        )
-        events = compare(self.request(_source(video, url), question, settings))
-        yield from Updates(self.out, self.files, self.images).stream(events, question, settings, progress)
+
+        def run(updates: Updates):
+            yield updates.say(starting(video, url))
+            settings = settings_from(
+                methods, backbone, budget, fps, max_frames, segment_frames, seed, max_new_tokens
+            )
+            events = compare(self.request(source(video, url), question, settings))
+            yield from updates.stream(events, question, settings)
+
+        yield from self._run(methods, run)
 
     def compare(
         self,
@@ -199,24 +146,42 @@ class Page:
         settings = settings_from(
             chosen, backbone or self.backbone, budget, fps, max_frames, segment_frames, seed, max_new_tokens
         )
-        path = _path_of(video)
+        path = path_of(video)
         if path and url and str(url).strip():
-            raise gr.Error("Give a video file or a URL, not both.", print_exception=False)
-        finished = drain(compare(self.request(_source(path, url), question, settings)))
+            raise gr.Error("Give a video file or a URL, not both.")
+        finished = drain(compare(self.request(source(path, url), question, settings)))
         return runcard.build(finished, question.strip(), settings)
 
-    def rerun_card(self, card_file: str | None, video: str | None, url: str, progress=gr.Progress()):  # noqa: B008
-        """Load a run card and re-run it (on its URL, or on the uploaded video); show what differs."""
+    def rerun_card(self, card_file: str | None, video: str | None, url: str):
+        """Load a run card and re-run it, showing what differs: on the card's own link when it was made from
+        one (nothing else is asked for), else on the video given, which must be the card's."""
         if not card_file:
             raise runcard.CardError("Choose a run card (.json) to load first.")
         card = runcard.load(card_file)
-        typed = media.video_source(url) if url and url.strip() else None  # http(s) links only
-        source = runcard.source_of(card, video or typed)
-        settings = runcard.settings_of(card)
-        events = compare(self.request(source, card["question"], settings))
-        yield from Updates(self.out, self.files, self.images).stream(
-            events, card["question"], settings, progress, card
-        )
+        link = card["video"].get("source_url")
+
+        def run(updates: Updates):
+            yield updates.say("Re-running the card on its link…" if link else "Re-running the card…")
+            given = None if link else video or (media.video_source(url) if url and url.strip() else None)
+            workdir = self.sources.new() if link or not video else None
+            limits = self.settings.media_limits()
+            events = runcard.replay(card, video=given, limits=limits, workdir=workdir)
+            yield from updates.stream(events, card["question"], runcard.settings_of(card), card)
+
+        yield from self._run(card["settings"].get("methods"), run)
+
+    def _run(self, methods, run: Callable[[Updates], Iterator[list]]) -> Iterator[list]:
+        """Every output of the page while ``run`` streams them. A refusal or failure is written into the
+        status line, where it stays, and into each selected column that did not finish; then it is raised,
+        for the toast."""
+        updates = Updates(self.out, self.files, self.images, methods if isinstance(methods, list) else ())
+        try:
+            yield from run(updates)
+            return
+        except Exception as err:  # turned into its sentence here, outside the except block (see ui.edge)
+            error = visitor_error(err)
+        yield updates.failed(error.message)
+        raise error
 
     def moments_button(self, method: str, last_run: dict | None, card_file: str | None, video: str | None):
         """The page's "Kept moments" button: the clip of what ``method`` looked at in the run card the page
@@ -240,7 +205,7 @@ class Page:
         Returns:
             The MP4 file.
         """
-        path = self.moments(cardview.from_object(card), method, _path_of(video))
+        path = self.moments(cardview.from_object(card), method, path_of(video))
         return FileData(path=str(path), orig_name=path.name, mime_type="video/mp4")
 
     def moments(self, card: dict, method: str, video: str | None) -> Path:
@@ -265,8 +230,7 @@ class Page:
     def backbone_defaults(self, backbone: str):
         """When the backbone changes: its registry defaults, and the random-weights banner for tiny-random."""
         s = Settings(backbone=backbone)
-        spec = model_zoo.get_backbone_spec(backbone)
-        return s.budget, s.fps, s.max_frames, s.segment_frames, gr.update(visible=spec.hub_id is None)
+        return s.budget, s.fps, s.max_frames, s.segment_frames, banner_for(backbone)
 
     @staticmethod
     def shown_columns(methods: list[str] | None) -> list:
@@ -279,8 +243,7 @@ class Page:
         defaults = Settings(backbone=self.backbone)
         with gr.Blocks(title="Long-Video Token Compression Arena", delete_cache=UPLOAD_LIFETIME) as demo:
             gr.Markdown(INTRO)
-            tiny = model_zoo.get_backbone_spec(self.backbone).hub_id is None
-            banner = gr.Markdown(TINY_BANNER, visible=tiny, elem_id="tiny-banner")
+            banner = gr.Markdown(banner_for(self.backbone), elem_id="tiny-banner")
             inputs, sliders, run = self._inputs(defaults)
             self.out, boxes = self._results()
             self._wire(inputs, sliders, run, banner, boxes)
@@ -294,7 +257,7 @@ class Page:
             with gr.Column(scale=3):
                 question = gr.Textbox(label="Question", lines=2, elem_id="question")
                 methods = gr.CheckboxGroup(
-                    choices=[(choice_label(m), m) for m in COLUMNS],
+                    choices=[(choice_label(m), m) for m in offered_columns()],
                     value=list(DEFAULT_COLUMNS),
                     label="Methods",
                     elem_id="methods",
@@ -332,11 +295,17 @@ class Page:
                 with gr.Column(min_width=160, visible=visible, elem_id=f"column-{css_id(m)}") as boxes[m]:
                     gr.Markdown(column_header(m))
                     columns[m] = _column_outputs(m)
-        with gr.Row():
-            tokens_plot = gr.BarPlot(
-                x="bar", y="tokens", color="kind", sort=None, label="Visual tokens per method"
-            )
-            timings_table = gr.Dataframe(label="Timings and memory", interactive=False)
+        tokens_plot = gr.BarPlot(
+            x="bar",
+            y="tokens",
+            color="kind",
+            sort=None,
+            label="Visual tokens per method",
+            elem_id="tokens-plot",
+        )
+        timings_table = gr.Dataframe(
+            empty_timings(), label="Timings and memory", interactive=False, wrap=True, elem_id="timings"
+        )
         timeline_plot = gr.Plot(
             label="Per-segment allocation (bars), relevance (line) and kept frames (ticks)"
         )
@@ -378,6 +347,9 @@ class Page:
             concurrency_id="gpu",
             show_progress=PROGRESS,
         )
+        # one video at a time, the last one given: a video clears the link, a link clears the video
+        video.change(at_the_edge(link_cleared), video, url, queue=False, show_progress="hidden")
+        url.change(at_the_edge(upload_cleared), url, video, queue=False, show_progress="hidden")
         shown = at_the_edge(self.shown_columns)
         methods.change(shown, methods, list(boxes.values()), show_progress="hidden")
         backbone.change(at_the_edge(self.backbone_defaults), backbone, [*sliders, banner])
@@ -422,9 +394,11 @@ def _column_outputs(method: str) -> ColumnOutputs:
     return ColumnOutputs(
         answer=gr.Textbox(label="Answer", lines=4, interactive=False, elem_id=f"answer-{key}"),
         tokens=gr.Markdown(elem_id=f"tokens-{key}"),
-        gallery=gr.Gallery(label="Kept frames", columns=3, height=260, elem_id=f"gallery-{key}"),
+        gallery=gr.Gallery(label="Kept frames", columns=2, height=300, elem_id=f"gallery-{key}"),
         moments_btn=gr.Button("Kept moments (MP4)", size="sm"),
-        moments=gr.File(label="Kept moments", visible=False, elem_id=f"moments-{key}"),
+        moments=gr.Video(
+            label=f"Kept moments of {method}", interactive=False, visible=False, elem_id=f"moments-{key}"
+        ),
     )
 
 
@@ -434,18 +408,3 @@ def drain(events) -> Finished:
     for event in events:
         finished = event
     return finished
-
-
-def _path_of(video: FileData | dict | str | None) -> str | None:
-    """The server path of a file an API caller sent (Gradio checked it is an upload of theirs)."""
-    if isinstance(video, dict):
-        return video.get("path")
-    return getattr(video, "path", video)
-
-
-def _source(video: str | None, url: str | None) -> str:
-    if video:
-        return video
-    if url and url.strip():
-        return media.video_source(url)  # http(s) links only: never a path on the server
-    raise gr.Error("Upload a video or paste a video URL first.")

@@ -3,7 +3,8 @@
 ``Updates`` knows the page's components (``Outputs``) and nothing about how they are laid out. The comparison
 runs in a thread of its own and the page takes its events in batches, one update per batch, at most one
 every ``interval`` seconds (``batches``): while tokens stream, each column's latest text goes out about ten
-times a second, and the final text always goes out with its column's report.
+times a second, and the final text always goes out with its column's report. Every update holds every
+output (``Updates.values``), so what a link shares is what the page shows.
 """
 
 from __future__ import annotations
@@ -13,14 +14,17 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from queue import Queue
 
 import gradio as gr
+import pandas as pd
 
 from pipeline import report as rp
 from pipeline import runcard
 from pipeline.events import AnswerDelta, Event, Finished, MethodDone, MethodReport, Progress
 from pipeline.settings import Settings
+from pipeline.video import PreparedVideo
 from ui.frames import FrameImages
 from ui.scratch import ScratchDirs
 
@@ -33,13 +37,13 @@ class ColumnOutputs:
     tokens: gr.Markdown
     gallery: gr.Gallery
     moments_btn: gr.Button
-    moments: gr.File
+    moments: gr.Video
 
 
 #: The order of a comparison's outputs: the shared ones, the session state, then each column's parts.
-SHARED_FIELDS = ("status", "tokens_plot", "timeline_plot", "timings_table", "card_file")
-COLUMN_FIELDS = ("answer", "tokens", "gallery", "moments_btn", "moments")
-NOT_SENT_TO_CLIENTS = ("last_run", "moments_btn")  # gradio_client receives no state and no buttons
+SHARED_FIELDS = ("status", "tokens_plot", "timeline_plot", "timings_table", "card_file", "last_run")
+COLUMN_FIELDS = ("answer", "tokens", "gallery", "moments")
+NOT_SENT_TO_CLIENTS = ("last_run",)  # gradio_client receives no session state
 
 
 def page_result(values, columns) -> dict:
@@ -47,8 +51,7 @@ def page_result(values, columns) -> dict:
     then ``"<column>.answer"``, ``"<column>.tokens"``, ``"<column>.gallery"``, ``"<column>.moments"`` for each
     of ``columns`` (the page's, in order)."""
     names = [n for n in SHARED_FIELDS if n not in NOT_SENT_TO_CLIENTS]
-    parts = [p for p in COLUMN_FIELDS if p not in NOT_SENT_TO_CLIENTS]
-    names += [f"{c}.{p}" for c in columns for p in parts]
+    names += [f"{c}.{p}" for c in columns for p in COLUMN_FIELDS]
     if len(values) != len(names):
         raise ValueError(f"the page event returned {len(values)} values, expected {len(names)}")
     return dict(zip(names, values, strict=True))
@@ -68,79 +71,123 @@ class Outputs:
 
     def components(self) -> list:
         """In a fixed order (the ``*_FIELDS`` above), as an event's ``outputs``."""
-        shared = [getattr(self, name) for name in (*SHARED_FIELDS, "last_run")]
+        shared = [getattr(self, name) for name in SHARED_FIELDS]
         return shared + [getattr(col, part) for col in self.columns.values() for part in COLUMN_FIELDS]
+
+    def blank(self, methods) -> dict:
+        """Every output as a run starts: nothing shown, the columns not selected saying so."""
+        view = {
+            self.status: "",
+            self.tokens_plot: None,
+            self.timeline_plot: None,
+            self.timings_table: empty_timings(),
+            self.card_file: None,
+            self.last_run: None,
+        }
+        for method, col in self.columns.items():
+            view[col.answer] = "" if method in methods else "(not selected)"
+            view[col.tokens] = ""
+            view[col.gallery] = None
+            view[col.moments] = None
+        return view
+
+
+def empty_timings() -> pd.DataFrame:
+    """The timings table before a run: its headers, no rows."""
+    return pd.DataFrame(columns=rp.TIMINGS_COLUMNS)
 
 
 class Updates:
-    """Turns the events of one comparison into dicts of component updates (see the module docstring)."""
+    """One run's view of the page: every output's value, sent whole after each batch of events.
+
+    Every update holds every output, never a partial one: Gradio keeps a session's values for Share via
+    Link only for outputs given a value, and rebuilds (and forgets, for the link) any output left out of an
+    update. Unchanged outputs cost little, as Gradio sends a generator's outputs as diffs.
+    """
 
     def __init__(
-        self, outputs: Outputs, files: ScratchDirs, images: FrameImages, *, interval: float = 0.1
+        self,
+        outputs: Outputs,
+        files: ScratchDirs,
+        images: FrameImages,
+        methods,
+        *,
+        interval: float = 0.1,
     ) -> None:
         self.out, self.files, self.images, self.interval = outputs, files, images, interval
+        self.methods = [m for m in outputs.columns if m in (methods or ())]
+        self.view = outputs.blank(self.methods)
+        self.done: set[str] = set()
 
-    def stream(self, events, question: str, settings: Settings, progress, old_card=None) -> Iterator[dict]:
-        """One update per batch of events (``batches``): the comparison runs on while the page sends."""
-        yield {self.out.status: "Starting…", **self.blank(settings)}
+    def values(self) -> list:
+        return [self.view[c] for c in self.out.components()]
+
+    def say(self, status: str) -> list:
+        """Every output, with ``status`` in the status line."""
+        self.view[self.out.status] = status
+        return self.values()
+
+    def stream(self, events, question: str, settings: Settings, old_card=None) -> Iterator[list]:
+        """Every output after each batch of events (``batches``): the comparison runs on while the page sends."""
         for batch in batches(events, self.interval):
-            update: dict = {}
             for event in batch:
-                update.update(self._update(event, question, settings, progress, old_card) or {})
-            if update:
-                yield update
+                self._apply(event, question, settings, old_card)
+            yield self.values()
 
-    def _update(self, event: Event, question, settings, progress, old_card) -> dict | None:
+    def failed(self, message: str) -> list:
+        """Every output once the run stopped with ``message``: it stays in the status line, and each selected
+        column that did not finish says why."""
+        for method in self.methods:
+            if method not in self.done:
+                self.view[self.out.columns[method].answer] = f"Not run: {message}"
+        return self.say(f"⚠️ {message}")
+
+    def _apply(self, event: Event, question, settings, old_card) -> None:
         if isinstance(event, Progress):
             # the models are done, the page is not: it still prepares images and charts
-            message = "Preparing the results…" if event.stage == "done" else event.message
-            progress(event.fraction, desc=message)
-            return {self.out.status: message}
-        if isinstance(event, AnswerDelta):  # later text in the same batch replaces earlier text
-            return {self.out.columns[event.method].answer: event.text}
-        if isinstance(event, MethodDone):
-            return self.column_done(event.report)
-        if isinstance(event, Finished):
-            return self.finished(event, question, settings, old_card)
-        return None
+            self.view[self.out.status] = "Preparing the results…" if event.stage == "done" else event.message
+        elif isinstance(event, AnswerDelta):  # later text in the same batch replaces earlier text
+            self.view[self.out.columns[event.method].answer] = event.text
+        elif isinstance(event, MethodDone):
+            self.column_done(event.report)
+        elif isinstance(event, Finished):
+            self.finished(event, question, settings, old_card)
 
-    def blank(self, settings: Settings) -> dict:
-        updates = {}
-        for method, col in self.out.columns.items():
-            updates[col.answer] = "" if method in settings.methods else "(not selected)"
-            updates[col.tokens] = ""
-            updates[col.gallery] = None
-            updates[col.moments] = None  # plain values: a property update (gr.update) costs a config rebuild
-        return updates
-
-    def column_done(self, report: MethodReport) -> dict:
+    def column_done(self, report: MethodReport) -> None:
+        """A column's answer (or its error, once) and its token account."""
         col = self.out.columns[report.method]
-        return {
-            col.answer: report.answer if not report.error else f"⚠️ {report.error}",
-            col.tokens: rp.token_summary(report),
-        }
+        self.view[col.answer] = report.answer if not report.error else f"⚠️ {report.error}"
+        self.view[col.tokens] = "" if report.error else rp.token_summary(report)
+        self.done.add(report.method)
 
-    def finished(self, event: Finished, question: str, settings: Settings, old_card: dict | None) -> dict:
-        """Every result output (only what changed: columns not run were blanked when the run started)."""
+    def finished(self, event: Finished, question: str, settings: Settings, old_card: dict | None) -> None:
+        """Every result output: the run card, charts, timings and each column's gallery."""
         started = time.perf_counter()
         folder = self.files.new()  # this request's own: its run card and the frames its galleries show
         card = runcard.build(event, question, settings)
         card_path = runcard.save(card, folder / f"run-card-{card['video']['fingerprint'][:10]}.json")
-        out = self.out
-        updates = {
-            out.status: status_line(event, old_card, card),
-            out.tokens_plot: rp.tokens_frame(event.reports),
-            out.timeline_plot: rp.timeline_figure(event.prepared, event.reports),
-            out.card_file: str(card_path),
-            out.last_run: {"path": str(event.prepared.path), "fingerprint": event.prepared.fingerprint},
+        self.results(event.prepared, event.reports, folder, card_path)
+        self.view[self.out.last_run] = {
+            "path": str(event.prepared.path),
+            "fingerprint": event.prepared.fingerprint,
         }
-        for method, report in event.reports.items():
-            updates.update(self.column_done(report))
-            col = out.columns[method]
-            updates[col.gallery] = self.images.gallery(event.prepared, report, folder)
+        self.view[self.out.status] = status_line(event, old_card, card)
         page_s = time.perf_counter() - started
-        updates[out.timings_table] = rp.timings_frame(event.reports, event.shared_timings, page_s=page_s)
-        return updates
+        self.view[self.out.timings_table] = rp.timings_frame(
+            event.reports, event.shared_timings, page_s=page_s
+        )
+
+    def results(self, prepared: PreparedVideo | None, reports: dict, folder: Path, card_path: Path) -> None:
+        """Answers, token accounts, charts, galleries (from ``prepared``'s frames, when given) and the card."""
+        for report in reports.values():
+            self.column_done(report)
+            if prepared is not None:
+                self.view[self.out.columns[report.method].gallery] = self.images.gallery(
+                    prepared, report, folder
+                )
+        self.view[self.out.tokens_plot] = rp.tokens_frame(reports)
+        self.view[self.out.timeline_plot] = rp.timeline_figure(reports)
+        self.view[self.out.card_file] = str(card_path)
 
 
 def batches(events: Iterator[Event], interval: float) -> Iterator[list[Event]]:
