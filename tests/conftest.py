@@ -1,11 +1,14 @@
 """Test-wide settings: no network beyond 127.0.0.1, no analytics, deterministic torch."""
 
 import os
+import tempfile
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# the page's examples are cached on first use: each test session in a fresh folder, never a stale cache
+os.environ.setdefault("GRADIO_EXAMPLES_CACHE", tempfile.mkdtemp(prefix="arena-examples-"))
 
 
 # --- media: generated test videos and a local web server (helpers in tests/videos.py) ---

@@ -11,8 +11,10 @@ import pytest
 from pipeline.columns import DEFAULT_COLUMNS as METHODS
 from tests.app_server import running_app
 from tests.videos import make_clip, write_garbage
+from ui import page as ui_page
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+SHARE = "#gradio-share-link-button-0"  # Gradio's own id for its Share via Link button
 ARTIFACTS = Path(__file__).resolve().parent.parent / "artifacts" / "screenshots"
 FLAGS = [
     "--headless",
@@ -41,7 +43,10 @@ def page():
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     with running_app() as url, playwright.sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
-        page = browser.new_page(viewport={"width": 1600, "height": 1400})
+        context = browser.new_context(
+            viewport={"width": 1600, "height": 1400}, permissions=["clipboard-read", "clipboard-write"]
+        )
+        page = context.new_page()
         page.goto(url)
         page.wait_for_selector("#compare")
         yield page
@@ -71,6 +76,7 @@ def _answers_done(page) -> None:
 
 
 def test_upload_ask_compare_shows_five_answers_with_token_counts_and_galleries(page, clip):
+    assert page.locator(SHARE).is_disabled()  # nothing to share before a run: no bare address
     timings = page.locator("#timings")
     assert "from caches" in timings.inner_text() and "\n1\n" not in timings.inner_text()  # headers, not 1 2 3
     _upload(page, clip)
@@ -86,6 +92,39 @@ def test_upload_ask_compare_shows_five_answers_with_token_counts_and_galleries(p
     assert "tiny-random" in page.locator("#tiny-banner").inner_text()
     assert _inside(page, "#timings th:last-child", "#timings")  # every column of the table in view
     page.screenshot(path=str(ARTIFACTS / "comparison.png"), full_page=True)
+
+
+def test_share_via_link_opens_the_same_results_without_running_anything(page, monkeypatch):
+    page.locator(SHARE).click()
+    page.wait_for_function("() => navigator.clipboard.readText().then(t => t.includes('deep_link='))")
+    link = page.evaluate("() => navigator.clipboard.readText()")
+    shown = _results(page)
+    monkeypatch.setattr(ui_page, "compare", _no_running)  # opening the link must not run a comparison
+    other = page.context.new_page()
+    try:
+        other.goto(link)
+        other.locator("#gallery-xcomp img").first.wait_for(timeout=30_000)
+        assert _results(other) == shown and shown["status"].startswith("Done:")
+        assert other.locator("#column-xcomp button", has_text="Kept moments").count() == 1  # not "Run"
+        assert "from caches" in other.locator("#timings").inner_text()
+    finally:
+        other.close()
+
+
+def _results(page) -> dict:
+    """What a visitor reads on the page: status, each column's answer, tokens and number of kept frames."""
+    shown = {"status": page.locator("#status").inner_text(), "card": page.locator("#card").inner_text()}
+    for m in METHODS:
+        shown[m] = (
+            page.locator(f"#answer-{m} textarea").input_value(),
+            page.locator(f"#tokens-{m}").inner_text(),
+            page.locator(f"#gallery-{m} img").count(),
+        )
+    return shown
+
+
+def _no_running(*args, **kwargs):
+    raise AssertionError("a comparison ran")
 
 
 def test_kept_moments_plays_in_its_column(page):
@@ -152,3 +191,58 @@ def _inside(page, inner: str, outer: str) -> bool:
                               <= document.querySelector(outer).getBoundingClientRect().right + 1""",
         [inner, outer],
     )
+
+
+def test_a_shared_card_opens_at_once_without_running_and_fills_the_inputs(page, monkeypatch):
+    from ui import cards
+
+    path, card = cards.shared_cards()[0]
+    monkeypatch.setattr(ui_page, "compare", _no_running)
+    page.locator("#shared-cards tr", has_text=card["question"]).first.click()
+    page.wait_for_function(
+        "() => document.querySelector('#status').innerText.includes('Nothing was run')", timeout=60_000
+    )
+    for method, result in card["results"].items():
+        assert page.locator(f"#answer-{method} textarea").input_value() == result["answer"], method
+        page.locator(f"#gallery-{method} img").first.wait_for(timeout=10_000)
+    assert page.locator("#question textarea").input_value() == card["question"]
+    assert page.locator("#video video").get_attribute("src").endswith(card["video"]["file_name"])
+    assert path.stem in page.locator("#card-in").inner_text() and not page.locator(SHARE).is_disabled()
+
+
+def test_an_example_runs_once_then_opens_from_the_cache(page, monkeypatch):
+    examples = page.locator("#examples tr", has_text="What colour is the last scene?").first
+    examples.click()
+    _answers_done(page)
+    first = page.locator("#answer-uniform textarea").input_value()
+    monkeypatch.setattr(ui_page, "compare", _no_running)  # the second click is served from the cache
+    page.locator("#shared-cards tr", has_text="counter.mp4").click()  # show something else in between
+    page.wait_for_function("() => document.querySelector('#status').innerText.includes('Nothing was run')")
+    examples.click()
+    page.wait_for_function("() => document.querySelector('#status').innerText.includes('Done:')")
+    assert page.locator("#answer-uniform textarea").input_value() == first
+    page.locator("#tokens-plot canvas, #tokens-plot svg").first.wait_for(timeout=10_000)  # its chart too
+
+
+def test_a_loaded_card_is_checked_and_a_good_one_opens_without_running(page, tmp_path, monkeypatch):
+    broken = tmp_path / "broken.json"
+    broken.write_text('{"schema_version": 1, "settings": {"budget": "lots"}}')
+    _load_card(page, broken)
+    page.wait_for_function("() => document.querySelector('#status').innerText.includes('⚠️')", timeout=30_000)
+    assert "run card" in page.locator("#status").inner_text()
+    monkeypatch.setattr(ui_page, "compare", _no_running)
+    from ui import cards
+
+    path, card = cards.shared_cards()[1]
+    _load_card(page, path)
+    page.wait_for_function(
+        "() => document.querySelector('#status').innerText.includes('Nothing was run')", timeout=30_000
+    )
+    assert page.locator("#answer-espresso textarea").input_value() == card["results"]["espresso"]["answer"]
+
+
+def _load_card(page, path: Path) -> None:
+    clear = page.locator("#card-in button[aria-label='Clear']")
+    if clear.count():
+        clear.first.click()
+    page.locator("#card-in input[type=file]").set_input_files(str(path))

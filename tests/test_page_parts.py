@@ -304,3 +304,21 @@ def test_a_column_with_weights_of_its_own_is_offered_only_where_this_machine_can
     assert offered(gpu=True, offline=True) == shared  # a GPU, but no weights within reach
     assert offered(gpu=True, offline=False) == list(COLUMNS)
     assert offered(gpu=True, offline=True, downloaded=True) == list(COLUMNS)
+
+
+# --- run cards opened without running ------------------------------------------------------------------
+
+
+def test_a_shared_card_names_only_an_example_clip_and_its_text_stays_text(tmp_path):
+    import json
+
+    from ui import cards
+
+    path, card = cards.shared_cards()[0]
+    assert cards.example_clip(card).name == card["video"]["file_name"]
+    for name in ("../../app.py", "/etc/passwd", 7, None):
+        assert cards.example_clip({**card, "video": {**card["video"], "file_name": name}}) is None
+    assert cards.plain("![x](http://evil/p.png) <b>hi</b>") == r"\!\[x\]\(http://evil/p\.png\) \<b\>hi\</b\>"
+    (tmp_path / "bad.json").write_text(json.dumps({**card, "results": []}))
+    (tmp_path / "good.json").write_text(path.read_text())
+    assert [p.name for p, _ in cards.shared_cards(tmp_path)] == ["good.json"]

@@ -16,6 +16,7 @@ from gradio import FileData
 import media
 from media.clips import export_moments
 from pipeline import cardview, runcard
+from pipeline import report as rp
 from pipeline.bounds import SETTING_BOUNDS
 from pipeline.columns import COLUMNS, DEFAULT_COLUMNS
 from pipeline.compare import compare
@@ -24,6 +25,7 @@ from pipeline.limits import AppSettings
 from pipeline.request import Request
 from pipeline.settings import Settings
 from pipeline.video import content_fingerprint, download, is_url
+from ui import cards
 from ui.edge import at_the_edge, visitor_error
 from ui.frames import FrameImages
 from ui.inputs import (
@@ -71,6 +73,7 @@ class Page:
         self.files = ScratchDirs("arena-out-")  # run cards, gallery frames, clips
         self.images = FrameImages()
         self.out: Outputs | None = None
+        self.shared = cards.shared_cards()
 
     # --- handlers -----------------------------------------------------------------------------------
 
@@ -154,21 +157,55 @@ class Page:
 
     def rerun_card(self, card_file: str | None, video: str | None, url: str):
         """Load a run card and re-run it, showing what differs: on the card's own link when it was made from
-        one (nothing else is asked for), else on the video given, which must be the card's."""
-        if not card_file:
-            raise runcard.CardError("Choose a run card (.json) to load first.")
-        card = runcard.load(card_file)
-        link = card["video"].get("source_url")
+        one (nothing else is asked for), else on the video given."""
 
         def run(updates: Updates):
+            if not card_file:
+                raise runcard.CardError("Choose a run card (.json) to load first.")
+            card = runcard.load(card_file)
+            settings = runcard.settings_of(card)
+            updates.select(settings.methods)
+            link = card["video"].get("source_url")
             yield updates.say("Re-running the card on its link…" if link else "Re-running the card…")
             given = None if link else video or (media.video_source(url) if url and url.strip() else None)
-            workdir = self.sources.new() if link or not video else None
-            limits = self.settings.media_limits()
-            events = runcard.replay(card, video=given, limits=limits, workdir=workdir)
-            yield from updates.stream(events, card["question"], runcard.settings_of(card), card)
+            events = compare(self.request(str(runcard.source_of(card, given)), card["question"], settings))
+            yield from updates.stream(events, card["question"], settings, card)
 
-        yield from self._run(card["settings"].get("methods"), run)
+        yield from self._run((), run)
+
+    def open_card(self, card_file: str | None, video: str | None):
+        """Show a run card a visitor loaded as it ran, without running anything (kept frames too when the
+        uploaded video is the card's)."""
+
+        def run(updates: Updates):
+            card = runcard.load(card_file)
+            own = cards.own_video(card, video)
+            prepared = cards.sampled(card, own, self.settings.media_limits()) if own else None
+            yield cards.show(updates, card, prepared, self.files.new())
+
+        yield from self._run((), run)
+
+    def open_shared(self, index: int) -> list:
+        """One of the shared cards, shown at once with its example clip's kept frames; its video, question
+        and methods fill the inputs, so Compare or Re-run card runs it again."""
+        path, card = self.shared[index]
+        clip = cards.example_clip(card)
+        prepared = cards.sampled(card, clip, self.settings.media_limits()) if clip else None
+        methods = [m for m in runcard.settings_of(card).methods if m in offered_columns()]
+        updates = Updates(self.out, self.files, self.images, methods)
+        shown = cards.show(updates, card, prepared, self.files.new())
+        return [*shown, str(clip) if clip else None, card["question"], methods, str(path)]
+
+    def tokens_of(self, card_file: str | None):
+        """The token chart of the card the page shows (an example from the cache comes without one)."""
+        return rp.tokens_frame(cardview.reports_of(runcard.load(card_file))) if card_file else None
+
+    def example(self, video: str | None, question: str):
+        """An example clip and its question compared with the page's defaults (``gr.Examples`` caches what
+        it shows, ``Outputs.cached``: no clip or session state, which Gradio's cache cannot hold)."""
+        kept = [c in self.out.cached() for c in self.out.components()]
+        *_, values = self.compare_page(video, "", question, None, self.backbone, *[None] * 6)
+        return [v for v, keep in zip(values, kept, strict=True) if keep]
 
     def _run(self, methods, run: Callable[[Updates], Iterator[list]]) -> Iterator[list]:
         """Every output of the page while ``run`` streams them. A refusal or failure is written into the
@@ -281,7 +318,8 @@ class Page:
                     max_new_tokens = _slider("max_new_tokens", defaults, "Max new tokens")
                 with gr.Row():
                     run = gr.Button("Compare", variant="primary", elem_id="compare")
-                    gr.DeepLinkButton()
+                    # a link to share exists once there are results to share (then Share via Link opens them)
+                    self.share = gr.DeepLinkButton(interactive=False)
         named = locals()
         sliders = [budget, fps, max_frames, segment_frames]
         return [named[name] for name in PAGE_INPUTS], sliders, run
@@ -312,7 +350,9 @@ class Page:
         with gr.Row():
             card_file = gr.File(label="Run card (download)", interactive=False, elem_id="card")
             self.card_in = gr.File(
-                label="Load a run card to re-run it", file_types=[".json"], elem_id="card-in"
+                label="Open a run card (its results show; Re-run card runs it again)",
+                file_types=[".json"],
+                elem_id="card-in",
             )
             self.rerun = gr.Button("Re-run card")
         last_run = gr.State(None)
@@ -326,7 +366,7 @@ class Page:
         gr.api(at_the_edge(self.compare), api_name="compare", concurrency_id="gpu")
         gr.api(at_the_edge(self.kept_moments), api_name="kept_moments")
         compare_page = at_the_edge(self.compare_page)
-        run.click(
+        ran = run.click(
             compare_page,
             inputs,
             outputs,
@@ -335,10 +375,10 @@ class Page:
             concurrency_id="gpu",
             show_progress=PROGRESS,
         )
-        question.submit(
+        asked = question.submit(
             compare_page, inputs, outputs, api_name=False, concurrency_id="gpu", show_progress=PROGRESS
         )
-        self.rerun.click(
+        rerun = self.rerun.click(
             at_the_edge(self.rerun_card),
             [self.card_in, video, url],
             outputs,
@@ -347,6 +387,8 @@ class Page:
             concurrency_id="gpu",
             show_progress=PROGRESS,
         )
+        for event in (ran, asked, rerun):  # results to share: Share via Link opens them
+            event.success(at_the_edge(_shareable), None, self.share, queue=False)
         # one video at a time, the last one given: a video clears the link, a link clears the video
         video.change(at_the_edge(link_cleared), video, url, queue=False, show_progress="hidden")
         url.change(at_the_edge(upload_cleared), url, video, queue=False, show_progress="hidden")
@@ -356,13 +398,52 @@ class Page:
         for m, col in self.out.columns.items():
             moments = at_the_edge(functools.partial(self.moments_button, m))
             col.moments_btn.click(moments, [self.out.last_run, self.out.card_file, video], col.moments)
+        self._wire_cards(inputs, outputs)
         if self.examples:
-            gr.Examples(self.examples, [video, question], label="Examples (generated clips)")
+            examples = gr.Examples(
+                self.examples,
+                [video, question],
+                self.out.cached(),
+                fn=at_the_edge(self.example),
+                cache_examples=True,
+                cache_mode="lazy",
+                label="Examples (generated clips; each runs once, then opens from the cache)",
+                elem_id="examples",
+            )
+            shown = examples.cache_event.then(
+                at_the_edge(self.tokens_of), self.out.card_file, self.out.tokens_plot
+            )
+            shown.success(at_the_edge(_shareable), None, self.share, queue=False)
         gr.Examples(
             [[None, "https://www.youtube.com/watch?v=aqz-KE-bpKQ", "What happens to the rabbit?"]],
             [video, url, question],
             label="URL examples (need network access)",
         )
+
+    def _wire_cards(self, inputs, outputs) -> None:
+        """A loaded card opens at once; a shared card (the gallery) too, filling the inputs."""
+        video, _, question, methods = inputs[:4]
+        opened = self.card_in.upload(
+            at_the_edge(self.open_card), [self.card_in, video], outputs, show_progress=PROGRESS
+        )
+        opened.success(at_the_edge(_shareable), None, self.share, queue=False)
+        if not self.shared:
+            return
+        gallery = gr.Dataset(
+            components=[gr.Textbox(visible=False) for _ in cards.HEADERS],
+            headers=cards.HEADERS,
+            samples=cards.gallery_rows(self.shared),
+            type="index",
+            label="Shared run cards: open one to see its answers, kept frames and timeline (nothing runs)",
+            elem_id="shared-cards",
+        )
+        extra = [video, question, methods, self.card_in]
+        shown = gallery.click(at_the_edge(self.open_shared), gallery, outputs + extra, show_progress=PROGRESS)
+        shown.success(at_the_edge(_shareable), None, self.share, queue=False)
+
+
+def _shareable():
+    return gr.update(interactive=True)
 
 
 def keep_helpers_private(demo: gr.Blocks) -> gr.Blocks:

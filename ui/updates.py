@@ -74,6 +74,13 @@ class Outputs:
         shared = [getattr(self, name) for name in SHARED_FIELDS]
         return shared + [getattr(col, part) for col in self.columns.values() for part in COLUMN_FIELDS]
 
+    def cached(self) -> list:
+        """The outputs an example's cache holds: every one but the session state and the clips, which
+        Gradio's cache cannot hold (it writes an empty one and cannot read it back), and the token chart,
+        which it reads back in a form the browser cannot draw (Gradio 6.31: the page's script fails)."""
+        left_out = [self.last_run, self.tokens_plot, *(col.moments for col in self.columns.values())]
+        return [c for c in self.components() if all(c is not other for other in left_out)]
+
     def blank(self, methods) -> dict:
         """Every output as a run starts: nothing shown, the columns not selected saying so."""
         view = {
@@ -115,9 +122,13 @@ class Updates:
         interval: float = 0.1,
     ) -> None:
         self.out, self.files, self.images, self.interval = outputs, files, images, interval
-        self.methods = [m for m in outputs.columns if m in (methods or ())]
-        self.view = outputs.blank(self.methods)
+        self.select(methods or ())
         self.done: set[str] = set()
+
+    def select(self, methods) -> None:
+        """The run's columns are ``methods`` (known once a card is read): every output blank again."""
+        self.methods = [m for m in self.out.columns if m in methods]
+        self.view = self.out.blank(self.methods)
 
     def values(self) -> list:
         return [self.view[c] for c in self.out.components()]
@@ -255,6 +266,8 @@ def status_line(event: Finished, old_card: dict | None, card: dict) -> str:
         f"encoded once in {t.get('encode', 0):.1f} s for {len(event.reports)} methods."
     )
     if old_card is not None:
+        if old_card["video"]["fingerprint"] != card["video"]["fingerprint"]:
+            text += "\n\n**This is not the card's video** (its fingerprint differs): expect differences."
         differences = runcard.diff(old_card, card)
         text += (
             "\n\n**Re-run matches the card.**"
