@@ -23,6 +23,7 @@ from pipeline.columns import COLUMNS
 from pipeline.limits import AppSettings
 from ui.page import Page
 from ui.scratch import remove_on_sigterm
+from ui.widgets import CSS
 
 ROOT = Path(__file__).parent
 DEFAULT_BACKBONE = model_zoo.GPU_DEFAULT if torch.cuda.is_available() else model_zoo.TINY
@@ -60,6 +61,7 @@ def launch(
         server_port=port,
         max_file_size=settings.max_upload_bytes,
         mcp_server=True,
+        css=CSS,
         **launch_kwargs,
     )
     return demo

@@ -246,3 +246,58 @@ def _load_card(page, path: Path) -> None:
     if clear.count():
         clear.first.click()
     page.locator("#card-in input[type=file]").set_input_files(str(path))
+
+
+def test_a_phone_390_px_wide_stacks_the_columns_and_nothing_overflows(page):
+    phone = page.context.browser.new_context(viewport={"width": 390, "height": 844}).new_page()
+    try:
+        phone.goto(page.url)
+        phone.locator("#shared-cards tr", has_text="counter.mp4").click()
+        phone.wait_for_function(
+            "() => document.querySelector('#status').innerText.includes('Nothing was run')", timeout=60_000
+        )
+        phone.locator("#gallery-pool img").first.wait_for(timeout=10_000)
+        boxes = [phone.locator(f"#column-{m}").bounding_box() for m in METHODS]
+        assert all(b["width"] > 300 for b in boxes), boxes  # one column per row
+        assert [b["y"] for b in boxes] == sorted(b["y"] for b in boxes)  # one under the other
+        assert phone.evaluate("document.documentElement.scrollWidth") <= 390
+        assert phone.evaluate(OUTSIDE_THE_SCREEN) == []
+        phone.screenshot(path=str(ARTIFACTS / "phone-390.png"), full_page=True)
+    finally:
+        phone.close()
+
+
+#: Elements reaching past the right edge of the screen, but for those inside a box that scrolls sideways.
+OUTSIDE_THE_SCREEN = """() => [...document.querySelectorAll('body *')].filter(e => {
+    const box = e.getBoundingClientRect();
+    if (box.width === 0 || box.right <= window.innerWidth + 1) return false;
+    for (let p = e.parentElement; p; p = p.parentElement) {
+        const style = getComputedStyle(p);
+        if (['auto', 'scroll', 'hidden'].includes(style.overflowX)
+            && p.getBoundingClientRect().right <= window.innerWidth + 1) return false;
+    }
+    return true;
+}).map(e => `${e.tagName}#${e.id}.${e.className}`).slice(0, 10)"""
+
+
+def test_the_evaluation_tab_shows_a_shipped_evaluation_and_opens_a_question(page, monkeypatch):
+    import evaluation.runner
+    from ui.evaltab import shipped
+
+    monkeypatch.setattr(evaluation.runner, "run", _no_running)  # the page never runs an evaluation
+    results = next(iter(shipped().values()))
+    page.get_by_role("tab", name="Evaluation").click()
+    page.locator("#eval-figure img, #eval-figure canvas, #eval-figure svg").first.wait_for(timeout=20_000)
+    assert "uniform" in page.locator("#eval-results").inner_text()
+    assert "difference (pp)" in page.locator("#eval-paired").inner_text()
+    assert "kind" in page.locator("#eval-groups").inner_text()  # the needle questions' groups
+    page.get_by_label("all wrong").check()
+    qid = results.predictions[0]["qid"]
+    page.locator("#eval-q").get_by_text(qid, exact=True).click()
+    page.locator("#question textarea").wait_for(state="visible", timeout=20_000)
+    assert page.locator("#question textarea").input_value() == results.predictions[0]["prompt"]
+    video = Path(results.predictions[0]["video"]).name
+    page.wait_for_function(
+        f"() => (document.querySelector('#video video') || {{}}).src?.endsWith('{video}')", timeout=20_000
+    )
+    assert "press Compare" in page.locator("#status").inner_text()

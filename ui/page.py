@@ -27,6 +27,7 @@ from pipeline.settings import Settings
 from pipeline.video import content_fingerprint, download, is_url
 from ui import cards
 from ui.edge import at_the_edge, visitor_error
+from ui.evaltab import COMPARE_TAB, EVAL_TAB, EvalTab
 from ui.frames import FrameImages
 from ui.inputs import (
     PAGE_INPUTS,
@@ -44,7 +45,8 @@ from ui.inputs import (
     upload_cleared,
 )
 from ui.scratch import ScratchDirs
-from ui.updates import ColumnOutputs, Outputs, Updates, empty_timings
+from ui.updates import Outputs, Updates, empty_timings
+from ui.widgets import column_outputs, slider
 
 #: How running events show progress: not at all, as our status line says each step. Gradio's full overlay
 #: animates every output while tokens stream, which kept a browser's CPU busy (measured: more than a core on
@@ -280,10 +282,16 @@ class Page:
         defaults = Settings(backbone=self.backbone)
         with gr.Blocks(title="Long-Video Token Compression Arena", delete_cache=UPLOAD_LIFETIME) as demo:
             gr.Markdown(INTRO)
-            banner = gr.Markdown(banner_for(self.backbone), elem_id="tiny-banner")
-            inputs, sliders, run = self._inputs(defaults)
-            self.out, boxes = self._results()
-            self._wire(inputs, sliders, run, banner, boxes)
+            with gr.Tabs(selected=COMPARE_TAB) as tabs:
+                with gr.Tab("Compare", id=COMPARE_TAB):
+                    banner = gr.Markdown(banner_for(self.backbone), elem_id="tiny-banner")
+                    inputs, sliders, run = self._inputs(defaults)
+                    self.out, boxes = self._results()
+                    self._wire(inputs, sliders, run, banner, boxes)
+                with gr.Tab("Evaluation", id=EVAL_TAB, elem_id="evaluation-tab"):
+                    evaluations = EvalTab()
+                    evaluations.build()
+            evaluations.wire(inputs[0], inputs[2], self.out.status, tabs)
         return keep_helpers_private(demo)
 
     def _inputs(self, defaults: Settings):
@@ -302,11 +310,11 @@ class Page:
                 backbone = gr.Dropdown(
                     choices=backbone_choices(), value=self.backbone, label="Backbone", elem_id="backbone"
                 )
-                budget = _slider("budget", defaults, "Visual-token budget")
+                budget = slider("budget", defaults, "Visual-token budget")
                 with gr.Accordion("Advanced", open=False):
-                    fps = _slider("fps", defaults, "Frames per second")
-                    max_frames = _slider("max_frames", defaults, "Max frames")
-                    segment_frames = _slider("segment_frames", defaults, "Segment length")
+                    fps = slider("fps", defaults, "Frames per second")
+                    max_frames = slider("max_frames", defaults, "Max frames")
+                    segment_frames = slider("segment_frames", defaults, "Segment length")
                     seed = gr.Number(
                         value=defaults.seed,
                         precision=0,
@@ -315,7 +323,7 @@ class Page:
                         label="Seed",
                         elem_id="seed",
                     )
-                    max_new_tokens = _slider("max_new_tokens", defaults, "Max new tokens")
+                    max_new_tokens = slider("max_new_tokens", defaults, "Max new tokens")
                 with gr.Row():
                     run = gr.Button("Compare", variant="primary", elem_id="compare")
                     # a link to share exists once there are results to share (then Share via Link opens them)
@@ -327,12 +335,12 @@ class Page:
     def _results(self) -> tuple[Outputs, dict]:
         status = gr.Markdown(elem_id="status")
         boxes, columns = {}, {}
-        with gr.Row(equal_height=False):
+        with gr.Row(equal_height=False, elem_id="results"):
             for m in COLUMNS:
                 visible = m in DEFAULT_COLUMNS
                 with gr.Column(min_width=160, visible=visible, elem_id=f"column-{css_id(m)}") as boxes[m]:
                     gr.Markdown(column_header(m))
-                    columns[m] = _column_outputs(m)
+                    columns[m] = column_outputs(m)
         tokens_plot = gr.BarPlot(
             x="bar",
             y="tokens",
@@ -345,7 +353,8 @@ class Page:
             empty_timings(), label="Timings and memory", interactive=False, wrap=True, elem_id="timings"
         )
         timeline_plot = gr.Plot(
-            label="Per-segment allocation (bars), relevance (line) and kept frames (ticks)"
+            label="Per-segment allocation (bars), relevance (line) and kept frames (ticks)",
+            elem_id="timeline",
         )
         with gr.Row():
             card_file = gr.File(label="Run card (download)", interactive=False, elem_id="card")
@@ -455,32 +464,6 @@ def keep_helpers_private(demo: gr.Blocks) -> gr.Blocks:
         if fn.api_name not in API_ENDPOINTS:
             fn.api_visibility = "private"
     return demo
-
-
-def _slider(name: str, defaults: Settings, label: str) -> gr.Slider:
-    """A setting's slider: its range and step from ``pipeline.bounds`` (what ``Settings`` accepts)."""
-    bound = SETTING_BOUNDS[name]
-    return gr.Slider(
-        bound.low,
-        bound.high,
-        value=getattr(defaults, name),
-        step=bound.step,
-        label=label,
-        elem_id=name.replace("_", "-"),
-    )
-
-
-def _column_outputs(method: str) -> ColumnOutputs:
-    key = css_id(method)
-    return ColumnOutputs(
-        answer=gr.Textbox(label="Answer", lines=4, interactive=False, elem_id=f"answer-{key}"),
-        tokens=gr.Markdown(elem_id=f"tokens-{key}"),
-        gallery=gr.Gallery(label="Kept frames", columns=2, height=300, elem_id=f"gallery-{key}"),
-        moments_btn=gr.Button("Kept moments (MP4)", size="sm"),
-        moments=gr.Video(
-            label=f"Kept moments of {method}", interactive=False, visible=False, elem_id=f"moments-{key}"
-        ),
-    )
 
 
 def drain(events) -> Finished:
