@@ -304,6 +304,8 @@ def test_a_column_with_weights_of_its_own_is_offered_only_where_this_machine_can
     assert offered(gpu=True, offline=True) == shared  # a GPU, but no weights within reach
     assert offered(gpu=True, offline=False) == list(COLUMNS)
     assert offered(gpu=True, offline=True, downloaded=True) == list(COLUMNS)
+    monkeypatch.setattr(inputs.authors, "servable", lambda name: False)  # ZeroGPU: none placed at start-up
+    assert offered(gpu=True, offline=False) == shared
 
 
 # --- run cards opened without running ------------------------------------------------------------------

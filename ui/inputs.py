@@ -16,6 +16,7 @@ from gradio import FileData
 
 import media
 import model_zoo
+from pipeline import authors
 from pipeline.columns import COLUMNS, DEFAULT_COLUMNS
 from pipeline.settings import Settings, official_weights, parse_methods
 
@@ -91,10 +92,15 @@ def css_id(name: str) -> str:
 def offered_columns() -> list[str]:
     """The columns this machine can run, in page order: every one on the shared backbone; one with weights
     of its own (``ColumnInfo.needs_hub``) only with a GPU and its weights within reach (downloaded already,
-    given to this server, or the Hub online). An API caller may still ask for any column; one this machine
-    cannot run answers with its reason."""
+    given to this server, or the Hub online) and, where columns were placed at start-up (ZeroGPU), only one
+    placed (``authors.servable``). An API caller may still ask for any column; one this machine cannot run
+    answers with its reason."""
     gpu = torch.cuda.is_available() or bool(spaces.config.Config.zero_gpu)
-    return [m for m, c in COLUMNS.items() if not c.info.needs_hub or (gpu and _weights_within_reach(m))]
+    return [m for m, c in COLUMNS.items() if not c.info.needs_hub or (gpu and _can_serve(m))]
+
+
+def _can_serve(name: str) -> bool:
+    return _weights_within_reach(name) and authors.servable(name)
 
 
 def _weights_within_reach(name: str) -> bool:
