@@ -6,8 +6,8 @@ The app runs in this process on 127.0.0.1 (tiny-random backbone). Each round cle
 for each way in, a first question and then a follow-up question on the same video:
 
 * ``page``: Debian's Chromium (Playwright) on the page, as a visitor: the video uploaded, the question typed,
-  Compare clicked; timed from the click until the status says Done and every kept-frame image in every
-  gallery has loaded. The follow-up changes the question only (the video stays uploaded);
+  Compare clicked; timed from the click until the status says Done and every kept-frame image in view in
+  every gallery has loaded. The follow-up changes the question only (the video stays uploaded);
 * ``api``: the typed ``/compare`` endpoint through gradio_client (what an API client or agent does: the
   video is sent with every call), timed until the run card arrives;
 * ``pipeline``: ``pipeline.compare.compare`` in process, no page at all.
@@ -45,9 +45,14 @@ FIRST = "What happens in the video?"
 FOLLOW_UP = "What colour is the square at the end?"
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run"]
+#: Every kept-frame image a visitor sees has loaded: those inside their gallery's box (a gallery loads the
+#: rest lazily, as it is scrolled).
 GALLERIES_LOADED = """() => {
-  const imgs = [...document.querySelectorAll('[id^="gallery-"] img')];
-  return imgs.length > 0 && imgs.every(i => i.complete && i.naturalWidth > 0);
+  const shown = [...document.querySelectorAll('[id^="gallery-"] img')].filter(i => {
+    const r = i.getBoundingClientRect(), box = i.closest('[id^="gallery-"]').getBoundingClientRect();
+    return r.bottom > box.top && r.top < box.bottom && r.right > box.left && r.left < box.right;
+  });
+  return shown.length > 0 && shown.every(i => i.complete && i.naturalWidth > 0);
 }"""
 
 
