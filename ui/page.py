@@ -408,6 +408,10 @@ class Page:
             moments = at_the_edge(functools.partial(self.moments_button, m))
             col.moments_btn.click(moments, [self.out.last_run, self.out.card_file, video], col.moments)
         self._wire_cards(inputs, outputs)
+        self._wire_examples(video, url, question)
+
+    def _wire_examples(self, video, url, question) -> None:
+        """The example clips, cached lazily (each runs once, then opens from Gradio's cache), and the URL example."""
         if self.examples:
             examples = gr.Examples(
                 self.examples,
