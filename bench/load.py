@@ -71,15 +71,16 @@ def local_app(settings=None, *, backbone: str = "tiny-random"):
     """Serve the real app on 127.0.0.1 in this process within ``settings`` (an AppSettings); yields its URL."""
     import socket
 
-    import app
     from pipeline.limits import AppSettings
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    with redirect_stdout(
-        sys.stderr
-    ):  # the MCP server announces itself on stdout; stdout is for the JSON line
+    # Gradio talks on stdout (building the page's cached examples, the MCP server's address): stdout is for
+    # the benchmark's one JSON line
+    with redirect_stdout(sys.stderr):
+        import app
+
         demo = app.launch(
             settings or AppSettings(), backbone=backbone, port=port, prevent_thread_lock=True, quiet=True
         )
