@@ -16,8 +16,6 @@ caches, which the next fresh worker inherits.
 from __future__ import annotations
 
 import dataclasses
-import shutil
-import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -27,7 +25,7 @@ import spaces  # before anything initialises CUDA (importing torch does not)
 from pipeline import cache, columns, revisions
 from pipeline.events import Computed, Encoded, Event, Finished, MethodDone, MethodReport, Progress
 from pipeline.request import Job, Request
-from pipeline.video import PreparedVideo, check_question, is_url, prepare
+from pipeline.video import check_question, download_folder, prepared_video
 
 #: Most seconds of GPU one request may ask ZeroGPU for (asking more costs the visitor quota it may not have).
 MAX_GPU_SECONDS = 300
@@ -80,25 +78,14 @@ def compare(request: Request, *, runner: Runner | None = None) -> Iterator[Event
     """
     started = time.perf_counter()
     question = check_question(request.question, request.settings.BOUNDS.max_question_chars)
-    own_tmp = None
-    if is_url(request.source) and request.workdir is None:
-        own_tmp = Path(tempfile.mkdtemp(prefix="arena-"))
-    try:
-        yield from _compare(request, question, own_tmp or request.workdir, runner or run_on_gpu, started)
-    finally:
-        if own_tmp is not None:
-            shutil.rmtree(own_tmp, ignore_errors=True)
+    with download_folder(request) as workdir:
+        yield from _compare(request, question, workdir, runner or run_on_gpu, started)
 
 
 def _compare(
     request: Request, question: str, workdir: Path | None, runner: Runner, started: float
 ) -> Iterator[Event]:
-    prepared = None
-    for event in prepare(request, workdir):
-        if isinstance(event, PreparedVideo):
-            prepared = event
-        else:
-            yield event
+    prepared = yield from prepared_video(request, workdir)
     reports: dict[str, MethodReport] = {}
     shared = dict(prepared.timings)
     job = Job(prepared, question, revisions.pin(request.settings))

@@ -18,8 +18,6 @@ the pipeline from code. The questions are checked against the settings' bounds (
 from __future__ import annotations
 
 import dataclasses
-import shutil
-import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -39,7 +37,7 @@ from pipeline.events import (
     Progress,
 )
 from pipeline.request import Ask, ManyJob, ManyRequest
-from pipeline.video import PreparedVideo, QuestionError, check_question, is_url, prepare
+from pipeline.video import QuestionError, check_question, download_folder, prepared_video
 
 
 def estimate_gpu_seconds(job: ManyJob) -> int:
@@ -104,27 +102,14 @@ def compare_many(request: ManyRequest, *, runner: ManyRunner | None = None) -> I
     """
     started = time.perf_counter()
     asks = check_asks(request)
-    own_tmp = None
-    if is_url(request.source) and request.workdir is None:
-        own_tmp = Path(tempfile.mkdtemp(prefix="arena-"))
-    try:
-        yield from _compare_many(
-            request, asks, own_tmp or request.workdir, runner or run_many_on_gpu, started
-        )
-    finally:
-        if own_tmp is not None:
-            shutil.rmtree(own_tmp, ignore_errors=True)
+    with download_folder(request) as workdir:
+        yield from _compare_many(request, asks, workdir, runner or run_many_on_gpu, started)
 
 
 def _compare_many(
     request: ManyRequest, asks: tuple[Ask, ...], workdir: Path | None, runner: ManyRunner, started: float
 ) -> Iterator[Event]:
-    prepared = None
-    for event in prepare(request, workdir):
-        if isinstance(event, PreparedVideo):
-            prepared = event
-        else:
-            yield event
+    prepared = yield from prepared_video(request, workdir)
     budgets = tuple(dict.fromkeys(request.budgets))
     settings = revisions.pin(dataclasses.replace(request.settings, budget=budgets[0]))
     reports: dict[tuple[int, int, str], MethodReport] = {}

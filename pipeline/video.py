@@ -8,8 +8,11 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import shutil
+import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -111,6 +114,33 @@ def prepare(request: Request | ManyRequest, workdir: Path | None) -> Iterator[Pr
     timings = {"fetch": fetch_s, "probe": probe_s, "decode": time.perf_counter() - t1}
     url = str(request.source) if is_url(request.source) else None
     yield PreparedVideo(path, url, info, fingerprint, frames, list(segs), timings)
+
+
+@contextmanager
+def download_folder(request: Request | ManyRequest) -> Iterator[Path | None]:
+    """Where ``prepare`` keeps a link's download: the request's ``workdir``, else (for a link) a temporary
+    folder removed when the block ends; None for a local file without a workdir."""
+    if request.workdir is not None or not is_url(request.source):
+        yield request.workdir
+        return
+    folder = Path(tempfile.mkdtemp(prefix="arena-"))
+    try:
+        yield folder
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def prepared_video(
+    request: Request | ManyRequest, workdir: Path | None
+) -> Generator[Progress, None, PreparedVideo]:
+    """``prepare``, its progress yielded on; returns the ``PreparedVideo`` (``yield from`` it)."""
+    prepared = None
+    for event in prepare(request, workdir):
+        if isinstance(event, PreparedVideo):
+            prepared = event
+        else:
+            yield event
+    return prepared
 
 
 def _local_path(request: Request, workdir: Path | None) -> Path:
