@@ -9,7 +9,6 @@ from __future__ import annotations
 import dataclasses
 
 import pytest
-import torch
 
 from compressors.xcomp import lp_schedule, qc_layers
 from model_zoo import videochat_flash as vcf
@@ -35,12 +34,7 @@ FLASH, XCOMP = "videochat-flash-2b.official", "xcomp-2b.official"
 SETTINGS = Settings(budget=128, max_frames=8, fps=2.0, max_new_tokens=3)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tiny matrices: one thread is faster
 
 
 @pytest.fixture(scope="module")

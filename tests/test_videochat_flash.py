@@ -143,13 +143,7 @@ def frames_of(count: int, seed: int = 0, size: int = 40) -> np.ndarray:
 QUESTION = "What happens in the video?"
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny matrices: one intra-op thread is faster than several competing for a shared machine's cores."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tiny matrices: one thread is faster
 
 
 @pytest.fixture(scope="module")
