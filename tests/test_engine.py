@@ -8,12 +8,10 @@ for the processor, whose constructor needs torchvision), then the tokenizer on t
 from __future__ import annotations
 
 import copy
-import types
 
 import numpy as np
 import pytest
 import torch
-from transformers.models.qwen3_vl.processing_qwen3_vl import Qwen3VLProcessor
 from transformers.video_utils import VideoMetadata
 
 from compressors.base import EncodedVideo, VisualSegment, grid_positions, group_segment
@@ -21,6 +19,7 @@ from model_zoo import TINY, EngineError, PromptError, load_backbone
 from model_zoo import engine as eng
 from model_zoo import engine_layers as layers
 from model_zoo import engine_probe as probe
+from tests import stock
 from tests import xcomp_reference as ref
 
 # (frames, height, width, fps): square, odd T (padded), resized down, longer and wider.
@@ -47,18 +46,8 @@ def stock_prompt(
     messages = [] if system is None else [{"role": "system", "content": system}]
     messages.append({"role": "user", "content": [{"type": "video"}, {"type": "text", "text": question}]})
     text = backbone.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-    processor = types.SimpleNamespace(
-        video_processor=types.SimpleNamespace(merge_size=2, temporal_patch_size=2),
-        vision_start_token="<|vision_start|>",
-        vision_end_token="<|vision_end|>",
-        video_token="<|video_pad|>",
-    )
-    processor._calculate_timestamps = lambda *a, **k: Qwen3VLProcessor._calculate_timestamps(
-        processor, *a, **k
-    )
     metadata = VideoMetadata(total_num_frames=frames, fps=fps, frames_indices=list(range(frames)))
-    video_inputs = {"video_grid_thw": video_grid_thw, "video_metadata": [metadata]}
-    expansion = Qwen3VLProcessor.replace_video_token(processor, video_inputs, 0)
+    expansion = stock.video_expansion(video_grid_thw, metadata)
     return text.replace("<|video_pad|>" if outer else PLACEHOLDER, expansion)
 
 

@@ -13,7 +13,6 @@ import types
 
 import pytest
 import torch
-from transformers.models.qwen3_vl.processing_qwen3_vl import Qwen3VLProcessor
 from transformers.models.qwen3_vl.video_processing_qwen3_vl import Qwen3VLVideoProcessor
 from transformers.video_utils import VideoMetadata
 
@@ -25,6 +24,7 @@ from pipeline.compare import compare
 from pipeline.request import Request
 from pipeline.settings import Settings
 from pipeline.video import prepare
+from tests import stock
 from tests.videos import make_clip
 
 QUESTION = "What is shown?"
@@ -71,20 +71,9 @@ def stock_prompt(backbone, grid_thw: torch.Tensor, timestamps) -> torch.Tensor:
     """The ids stock transformers builds for these frames (their own times) and ``QUESTION``."""
     messages = [{"role": "user", "content": [{"type": "video"}, {"type": "text", "text": QUESTION}]}]
     text = backbone.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-    processor = types.SimpleNamespace(
-        video_processor=types.SimpleNamespace(merge_size=2, temporal_patch_size=2),
-        vision_start_token="<|vision_start|>",
-        vision_end_token="<|vision_end|>",
-        video_token="<|video_pad|>",
-    )
-    processor._calculate_timestamps = lambda *a, **k: Qwen3VLProcessor._calculate_timestamps(
-        processor, *a, **k
-    )
     # fps 1 with the times as "indices": the library then computes its group times from our frame times
     metadata = VideoMetadata(total_num_frames=len(timestamps), fps=1.0, frames_indices=list(timestamps))
-    expansion = Qwen3VLProcessor.replace_video_token(
-        processor, {"video_grid_thw": grid_thw, "video_metadata": [metadata]}, 0
-    )
+    expansion = stock.video_expansion(grid_thw, metadata)
     text = text.replace("<|vision_start|><|video_pad|><|vision_end|>", expansion)
     return backbone.tokenizer(text, return_tensors="pt", add_special_tokens=False)["input_ids"]
 
